@@ -69,24 +69,30 @@ if [[ ! -d "$VENV" ]]; then
 fi
 VPY="$VENV/bin/python"
 
-if [[ "$(cat "$STAMP" 2>/dev/null)" != "$(stamp_value)" ]]; then
+quiet() {  # runs a command, hiding this machine's pip index notices; the command's status is kept
+  { "$@" 2>&1; } | { grep -v "is ignored: it is neither a file nor a directory" || true; }
+}
+
+install() {
   rm -f "$STAMP"
   log "installing the pinned packages"
+  local reqs
   reqs=$(mktemp)
   if [[ "$WITH_GPU" == 1 ]]; then
     sed -E 's/^tensorflow-cpu==/tensorflow[and-cuda]==/' "$ROOT/requirements.txt" > "$reqs"
   else
     cp "$ROOT/requirements.txt" "$reqs"
   fi
-  [[ "$WITH_TEST" == 1 ]] && grep -v '^#' "$ROOT/requirements-test.txt" >> "$reqs"
-  "$VPY" -m pip install -q --upgrade pip==24.2 setuptools==75.1.0 wheel==0.44.0
-  "$VPY" -m pip install -q -r "$reqs"
+  if [[ "$WITH_TEST" == 1 ]]; then grep -v '^#' "$ROOT/requirements-test.txt" >> "$reqs"; fi
+  quiet "$VPY" -m pip install -q --upgrade pip==24.2 setuptools==80.9.0 wheel==0.44.0
+  quiet "$VPY" -m pip install -q -r "$reqs"
   rm -f "$reqs"
 
-  TF_VERSION=$("$VPY" -c 'import tensorflow as tf; print(tf.__version__)' 2>/dev/null)
-  KEY="horovod-$HOROVOD_VERSION-tf$TF_VERSION-py311-mpi$WITH_MPI-gpu$WITH_GPU"
-  WHEEL_DIR="$CACHE/$KEY"
-  if ! ls "$WHEEL_DIR"/horovod-*.whl >/dev/null 2>&1; then
+  local tf_version key wheel_dir build
+  tf_version=$("$VPY" -c 'import importlib.metadata as m; print(m.version("tensorflow-cpu" if '"$WITH_GPU"' == 0 else "tensorflow"))')
+  key="horovod-$HOROVOD_VERSION-tf$tf_version-py311-mpi$WITH_MPI-gpu$WITH_GPU"
+  wheel_dir="$CACHE/$key"
+  if ! ls "$wheel_dir"/horovod-*.whl >/dev/null 2>&1; then
     log "building Horovod $HOROVOD_VERSION from source (mpi=$WITH_MPI gpu=$WITH_GPU); this takes about 12 minutes once"
     build=$(mktemp -d)
     export HOROVOD_WITH_TENSORFLOW=1 HOROVOD_WITHOUT_PYTORCH=1 HOROVOD_WITHOUT_MXNET=1 HOROVOD_WITH_GLOO=1
@@ -95,30 +101,59 @@ if [[ "$(cat "$STAMP" 2>/dev/null)" != "$(stamp_value)" ]]; then
     MAKEFLAGS="-j$(nproc)" "$VPY" -m pip wheel -q --no-build-isolation --no-deps --no-binary horovod \
       "horovod==$HOROVOD_VERSION" -w "$build" > "$build/build.log" 2>&1 \
       || { tail -40 "$build/build.log" >&2; die "the Horovod build failed (log above, full log in $build/build.log)"; }
-    mkdir -p "$WHEEL_DIR.tmp.$$"
-    mv "$build"/horovod-*.whl "$WHEEL_DIR.tmp.$$/"
-    rm -rf "$WHEEL_DIR" && mv "$WHEEL_DIR.tmp.$$" "$WHEEL_DIR"
+    # Into the cache atomically: a half-copied wheel is never found by a later setup.
+    mkdir -p "$wheel_dir.tmp.$$"
+    mv "$build"/horovod-*.whl "$wheel_dir.tmp.$$/"
+    rm -rf "$wheel_dir" && mv "$wheel_dir.tmp.$$" "$wheel_dir"
     rm -rf "$build"
   fi
-  log "installing the cached Horovod wheel from $WHEEL_DIR"
-  "$VPY" -m pip install -q --no-deps --force-reinstall "$WHEEL_DIR"/horovod-*.whl
+  log "installing the cached Horovod wheel from $wheel_dir"
+  quiet "$VPY" -m pip install -q --no-deps --force-reinstall "$wheel_dir"/horovod-*.whl
   stamp_value > "$STAMP"
-fi
+}
 
-# The final check: Horovod imports, initialises, and has the capabilities this machine should give it.
-TF_CPP_MIN_LOG_LEVEL=2 TF_USE_LEGACY_KERAS=1 SSD_EXPECT_MPI="$WITH_MPI" SSD_EXPECT_NCCL="$WITH_GPU" \
-  "$VPY" - <<'PYEOF' || { rm -f "$STAMP"; die "the environment check failed (message above); run ./setup_env.sh again to repair it"; }
-import os, sys
+# The check: every pinned package imports, pip sees no broken requirement, and Horovod initialises
+# with the capabilities this machine should give it. Its output is shown only when it fails.
+check() {
+  SSD_EXPECT_MPI="$WITH_MPI" SSD_EXPECT_NCCL="$WITH_GPU" SSD_EXPECT_TEST="$WITH_TEST" \
+    TF_CPP_MIN_LOG_LEVEL=3 TF_USE_LEGACY_KERAS=1 "$VPY" - <<'PYEOF'
+import importlib, os, subprocess, sys
+modules = ["tensorflow", "tf_keras", "numpy", "pycocotools.cocoeval", "faster_coco_eval", "mlperf_logging.mllog",
+           "PIL", "tqdm", "matplotlib", "yaml", "horovod.tensorflow"]
+if os.environ["SSD_EXPECT_TEST"] == "1":
+    modules += ["pytest", "torch"]
+for name in modules:
+    try:
+        importlib.import_module(name)
+    except Exception as err:
+        sys.exit(f"cannot import {name}: {err}")
+pip = subprocess.run([sys.executable, "-m", "pip", "check"], capture_output=True, text=True)
+if pip.returncode:
+    sys.exit(f"pip check: {pip.stdout.strip()}")
 import horovod.tensorflow as hvd
 hvd.init()
-missing = []
-if not hvd.gloo_built():
-    missing.append("Gloo")
-if os.environ["SSD_EXPECT_MPI"] == "1" and not hvd.mpi_built():
-    missing.append("MPI")
-if os.environ["SSD_EXPECT_NCCL"] == "1" and not hvd.nccl_built():
-    missing.append("NCCL")
+missing = [name for name, built, expected in [
+    ("Gloo", hvd.gloo_built(), True),
+    ("MPI", hvd.mpi_built(), os.environ["SSD_EXPECT_MPI"] == "1"),
+    ("NCCL", hvd.nccl_built(), os.environ["SSD_EXPECT_NCCL"] == "1"),
+] if expected and not built]
 if missing:
     sys.exit(f"Horovod was built without {', '.join(missing)}")
 PYEOF
+}
+
+checked() {  # check(), printing its output only on failure
+  local out
+  out=$(check 2>&1) && return 0
+  echo "$out" | grep -v -E "Unable to register|absl::InitializeLog|cuda_" | tail -5 >&2
+  return 1
+}
+
+if [[ "$(cat "$STAMP" 2>/dev/null)" == "$(stamp_value)" ]] && checked; then
+  :
+else
+  [[ -f "$STAMP" ]] && log "the environment is stale or broken: repairing it"
+  install
+  checked || { rm -f "$STAMP"; die "the environment check failed (message above)"; }
+fi
 log "ok: $VENV (horovod $HOROVOD_VERSION, gloo, mpi=$WITH_MPI, nccl=$WITH_GPU)"

@@ -220,7 +220,7 @@ def validate(cfg: Config) -> Config:
         (t.base_lr > 0 and t.lr_reference_batch >= 1, "train.base_lr > 0 and train.lr_reference_batch >= 1"),
         (0 <= t.momentum < 1, "train.momentum must be in [0, 1)"),
         (t.weight_decay >= 0, "train.weight_decay must be >= 0"),
-        (t.warmup_steps >= 0 and 0 < t.warmup_factor <= 1, "train.warmup_steps >= 0, 0 < warmup_factor <= 1"),
+        (t.warmup_steps >= 0 and 0 <= t.warmup_factor <= 1, "train.warmup_steps >= 0, 0 <= warmup_factor <= 1"),
         (list(t.lr_decay_epochs) == sorted(t.lr_decay_epochs), "train.lr_decay_epochs must ascend"),
         (t.precision in ("float32", "bfloat16", "float16"), "train.precision: float32 | bfloat16 | float16"),
         (t.keep_checkpoints >= 1, "train.keep_checkpoints must be >= 1"),
