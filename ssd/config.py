@@ -78,6 +78,7 @@ class TrainConfig:
     keep_checkpoints: int = 3
     seed: int = -1  # -1: a fresh seed per run (logged); otherwise fixed
     max_steps: int = 0  # 0: no limit; > 0 stops early (tests, benchmarks)
+    debug_nan_step: int = 0  # > 0: rank 0's loss is made NaN at this update (tests the non-finite stop)
 
 
 @dataclass

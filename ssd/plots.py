@@ -33,7 +33,8 @@ def plot_training_curves(epochs: list[dict], target_map: float, out_png: str) ->
         map_ax.plot(*zip(*evals), "s-", color="tab:red", label="COCO mAP")
     map_ax.axhline(target_map, color="tab:red", linestyle="--", linewidth=1, label=f"target {target_map}")
     map_ax.set_ylabel("COCO box mAP@[.5:.95]", color="tab:red")
-    map_ax.set_ylim(0, max([target_map * 1.5] + [m for _, m in evals]))
+    map_ax.set_ylim(0, 1.1 * max([target_map * 1.5] + [m for _, m in evals]))
+    loss_ax.xaxis.get_major_locator().set_params(integer=True)
     lines = loss_ax.get_legend_handles_labels()[0] + map_ax.get_legend_handles_labels()[0]
     loss_ax.legend(lines, [line.get_label() for line in lines], loc="center right")
     loss_ax.grid(alpha=0.3)
@@ -70,3 +71,60 @@ def plot_predictions(images: list[np.ndarray], truths: list[list[dict]], detecti
     fig.tight_layout()
     fig.savefig(out_png)
     plt.close(fig)
+
+
+def _val_images(val_dir: str, count: int) -> list[tuple[int, np.ndarray]]:
+    """The first `count` records of the val TFRecords: [(image_id, HxWx3 uint8 RGB)]."""
+    import tensorflow as tf
+
+    from ssd.data import records
+
+    files = sorted(tf.io.gfile.glob(os.path.join(val_dir, "*.tfrecord")))
+    if not files:
+        raise SystemExit(f"ssd.plots: no TFRecords in {val_dir}")
+    out = []
+    for serialized in tf.data.TFRecordDataset(files).take(count):
+        parsed = records.parse(serialized)
+        out.append((int(parsed["image_id"]), tf.io.decode_jpeg(parsed["jpeg"], channels=3).numpy()))
+    return out
+
+
+def render_run(run_dir: str, num_images: int = 6) -> list[str]:
+    """Writes the run directory's two PNGs; returns their paths."""
+    from ssd.config import read_config
+
+    cfg = read_config(os.path.join(run_dir, "config.json"))
+    with open(os.path.join(run_dir, "metrics.json")) as f:
+        metrics = json.load(f)
+    curves = os.path.join(run_dir, "training_curves.png")
+    plot_training_curves(metrics["epochs"], cfg.eval.target_map, curves)
+    written = [curves]
+
+    detections_path = os.path.join(run_dir, "detections.json")
+    if os.path.exists(detections_path):
+        val_dir = os.path.join(cfg.data.data_dir, "val")
+        with open(os.path.join(val_dir, "instances.json")) as f:
+            truth = json.load(f)
+        with open(detections_path) as f:
+            detections = json.load(f)
+        images = _val_images(val_dir, num_images)
+        by_image = lambda recs, i: [r for r in recs if r["image_id"] == i and not r.get("iscrowd", 0)]  # noqa: E731
+        predictions = os.path.join(run_dir, "predictions.png")
+        plot_predictions([image for _, image in images], [by_image(truth["annotations"], i) for i, _ in images],
+                         [by_image(detections, i) for i, _ in images],
+                         {c["id"]: c["name"] for c in truth["categories"]}, predictions)
+        written.append(predictions)
+    return written
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(prog="python -m ssd.plots", description=__doc__.splitlines()[0])
+    parser.add_argument("run_dir")
+    parser.add_argument("--images", type=int, default=6, help="val images in predictions.png (default 6)")
+    args = parser.parse_args(argv)
+    for path in render_run(args.run_dir, args.images):
+        print(path)
+
+
+if __name__ == "__main__":
+    main()

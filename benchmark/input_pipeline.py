@@ -1,0 +1,133 @@
+"""Training input pipeline throughput per CPU core, against decode + crop + resize alone.
+
+    python -m benchmark.input_pipeline [--images 1000] [--cores 1] [--batch 8] [--data-dir DIR]
+
+Converts coco128 (../shared/data/coco128, real COCO JPEGs) to TFRecords in a temporary directory
+(or reads DIR/train from `python -m ssd.data.prepare`), then times, at the ssd_large config
+(1200x1200, 15130 default boxes), on `--cores` threads (tf.data private thread pool, one op thread):
+
+- pipeline: `ssd.data.pipeline.train_dataset` as training runs it: decode of the IoU-sampled crop,
+  box crop, flip, resize, colour jitter + normalisation, target encoding, batching;
+- baseline: the same records and the same crop windows, decode_and_crop_jpeg + resize only, batched.
+
+Each is run for `--images` images (epochs 0, 1, ... of the same seed) after one warm-up batch.
+"Per core" is images per CPU-second of this process (all its threads, time.process_time): on a
+machine shared with other work it stays meaningful where wall-clock rates do not; the wall-clock
+rates are recorded too. Prints both and writes benchmark/results/input_pipeline.json with
+`images_per_s_per_core` and `baseline_images_per_s_per_core`.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import sys
+import tempfile
+import time
+
+import ssd  # noqa: F401
+import tensorflow as tf
+
+from ssd.anchors import default_boxes
+from ssd.config import load_config
+from ssd.data import augment, pipeline, prepare, records
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+COCO128 = os.environ.get("SSD_COCO128", os.path.join(os.path.dirname(ROOT), "shared", "data", "coco128"))
+
+
+def _limit(ds: tf.data.Dataset, cores: int) -> tf.data.Dataset:
+    options = tf.data.Options()
+    options.threading.private_threadpool_size = cores
+    options.threading.max_intra_op_parallelism = 1
+    return ds.with_options(options)
+
+
+def _baseline(cfg, epoch: int, seed: int) -> tf.data.Dataset:
+    """decode_and_crop_jpeg of the pipeline's crop window + bilinear resize, batched; nothing else."""
+    ds, _ = pipeline.train_records(cfg, 0, 1, seed, epoch)
+    _, augment_seed = pipeline._epoch_seeds(seed, epoch, 0)
+    d, size = cfg.data, cfg.model.image_size
+
+    def example(index, serialized):
+        r = records.parse(serialized)
+        crop_seed = tf.random.experimental.stateless_split(tf.stack([tf.constant(augment_seed, tf.int64), index]), 3)[0]
+        crop = augment.sample_crop(r["boxes"], r["crowd"], crop_seed, d.crop_min_ious, d.crop_max_trials)
+        image = tf.io.decode_and_crop_jpeg(r["jpeg"], augment.crop_window(crop, r["height"], r["width"]), channels=3)
+        return tf.image.resize(image, [size, size])
+
+    return ds.map(example, num_parallel_calls=tf.data.AUTOTUNE, deterministic=False).batch(
+        cfg.train.batch_size, drop_remainder=True).prefetch(tf.data.AUTOTUNE)
+
+
+def _time(make, images: int, batch: int, cores: int) -> tuple[float, float, int]:
+    """(wall seconds, CPU seconds of this process, images) to draw `images` images from make(epoch)
+    for epochs 0, 1, ... after a warm-up batch."""
+    epoch, done, start = 0, -1, None
+    while done < images:
+        for _ in _limit(make(epoch), cores):
+            if start is None:
+                start, cpu, done = time.perf_counter(), time.process_time(), 0
+                continue
+            done += batch
+            if done >= images:
+                break
+        epoch += 1
+    return time.perf_counter() - start, time.process_time() - cpu, done
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(prog="python -m benchmark.input_pipeline", description=__doc__.splitlines()[0])
+    parser.add_argument("--images", type=int, default=1000)
+    parser.add_argument("--cores", type=int, default=1, help="threads the pipeline may use")
+    parser.add_argument("--batch", type=int, default=8)
+    parser.add_argument("--data-dir", default="", help="holds train/ from ssd.data.prepare (default: coco128)")
+    parser.add_argument("--out", default=os.path.join(ROOT, "benchmark", "results", "input_pipeline.json"))
+    args = parser.parse_args(argv)
+    tf.config.threading.set_intra_op_parallelism_threads(args.cores)
+    tf.config.threading.set_inter_op_parallelism_threads(args.cores)
+    with tempfile.TemporaryDirectory() as tmp:
+        data_dir = args.data_dir
+        if not data_dir:
+            data_dir = tmp
+            prepare.prepare(os.path.join(COCO128, "train2017"),
+                            os.path.join(COCO128, "annotations", "instances_train2017.json"), "train",
+                            os.path.join(tmp, "train"), num_shards=1, workers=1)
+        cfg = load_config("ssd_large", [f"data.data_dir={data_dir}", f"train.batch_size={args.batch}"])
+        anchors = default_boxes(cfg.model)
+        seed = 0
+        base_s, base_cpu, base_n = _time(lambda e: _baseline(cfg, e, seed), args.images, args.batch, args.cores)
+        full_s, full_cpu, full_n = _time(lambda e: pipeline.train_dataset(cfg, anchors, 0, 1, seed, e), args.images,
+                               args.batch, args.cores)
+    result = {
+        "images_per_s_per_core": full_n / full_cpu,
+        "baseline_images_per_s_per_core": base_n / base_cpu,
+        "images_per_s": full_n / full_s,
+        "baseline_images_per_s": base_n / base_s,
+        "per_core_means": "images per CPU-second of the process (time.process_time), all threads",
+        "cores": args.cores,
+        "images": full_n,
+        "batch": args.batch,
+        "image_size": cfg.model.image_size,
+        "num_default_boxes": int(len(anchors)),
+        "data": data_dir if args.data_dir else "coco128 (train, 126 images)",
+        "command": " ".join(["python -m benchmark.input_pipeline", *(sys.argv[1:] if argv is None else argv)]),
+        "machine": f"{platform.processor() or platform.machine()}, {os.cpu_count()} CPUs",
+        "tensorflow": tf.__version__,
+        "date_utc": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+    }
+    print(f"pipeline (crop, flip, resize, jitter, normalise, encode): {result['images_per_s_per_core']:.1f} images/s "
+          f"per core ({result['images_per_s']:.1f} images/s wall clock on {args.cores} threads)")
+    print(f"baseline (decode + crop + resize):                        {result['baseline_images_per_s_per_core']:.1f} "
+          f"images/s per core ({result['baseline_images_per_s']:.1f} images/s wall clock)")
+    os.makedirs(os.path.dirname(args.out), exist_ok=True)
+    with open(args.out, "w") as f:
+        json.dump(result, f, indent=2)
+        f.write("\n")
+    print(f"wrote {args.out}")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,67 @@
+"""Model size figures: trainable parameters, default boxes, forward GFLOPs per image.
+
+    python -m benchmark.model_stats [--config NAME] [key=value ...]
+
+prints `trainable_params=<n>`, `default_boxes=<n>` and `forward_gflops=<x>`, one per line, and saves
+them to benchmark/results/model_stats_<config>.json. FLOPs are TensorFlow's profiler count
+(tf.compat.v1.profiler, float_operation: a multiply-add is 2 FLOPs) of the inference graph for one
+image, with the variables frozen to constants; the reference gives about 433 GFLOPs at 1200.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+
+import numpy as np
+
+import ssd  # noqa: F401  (selects Keras 2 before TensorFlow is imported)
+import tensorflow as tf
+from tensorflow.python.framework.convert_to_constants import convert_variables_to_constants_v2
+
+from ssd import anchors, config
+from ssd.model import build_model
+
+RESULTS = os.path.join(os.path.dirname(__file__), "results")
+
+
+def forward_flops(model, image_size: int) -> int:
+    """FLOPs of one forward pass (batch 1, inference mode) by TensorFlow's profiler."""
+    fn = tf.function(lambda images: model(images, training=False))
+    concrete = fn.get_concrete_function(tf.TensorSpec([1, image_size, image_size, 3], tf.float32))
+    graph = convert_variables_to_constants_v2(concrete).graph
+    options = tf.compat.v1.profiler.ProfileOptionBuilder(
+        tf.compat.v1.profiler.ProfileOptionBuilder.float_operation()).with_empty_output().build()
+    profile = tf.compat.v1.profiler.profile(graph=graph, run_meta=tf.compat.v1.RunMetadata(), cmd="op",
+                                            options=options)
+    return int(profile.total_float_ops)
+
+
+def model_stats(cfg: config.Config) -> dict:
+    model = build_model(cfg.model)
+    return {
+        "trainable_params": int(sum(np.prod(v.shape) for v in model.trainable_weights)),
+        "default_boxes": int(len(anchors.default_boxes(cfg.model))),
+        "forward_gflops": round(forward_flops(model, cfg.model.image_size) / 1e9, 2),
+    }
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(prog="python -m benchmark.model_stats", description=__doc__.splitlines()[0])
+    config.add_config_args(parser)
+    args = parser.parse_args(argv)
+    cfg = config.config_from_args(args)
+    stats = model_stats(cfg)
+    for key, value in stats.items():
+        print(f"{key}={value}")
+    os.makedirs(RESULTS, exist_ok=True)
+    record = {"command": "python -m benchmark.model_stats --config " + " ".join([args.config, *args.overrides]),
+              "config": config.to_dict(cfg)["model"], **stats}
+    with open(os.path.join(RESULTS, f"model_stats_{args.config}.json"), "w") as f:
+        json.dump(record, f, indent=2)
+        f.write("\n")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,177 @@
+#!/usr/bin/env bash
+# One timed ssd-large run: set up, prepare the data, train to the target, check the log, print RESULT.
+#
+#   ./run_and_time.sh [--dry-run] [section.key=value ...]
+#
+#   ./run_and_time.sh                                      the built-in default: SYSTEM=cpu_demo,
+#                                                          generated data, 2 Horovod ranks on the CPU
+#   SYSTEM=8xH100 COCO_DIR=/data/coco ./run_and_time.sh    the benchmark on 8 GPUs
+#
+# SYSTEM (default cpu_demo) picks benchmark/configs/config_${SYSTEM}.sh: ranks per node, nodes,
+# per-rank batch, launcher (single | horovodrun | mpirun), data and log directories; any of them can
+# be set in the environment instead. Arguments of the form section.key=value go to `ssd.train`
+# after the system's own overrides. --dry-run prints every command and runs none.
+#
+# Steps: ./setup_env.sh $SETUP_FLAGS; the data (without COCO_DIR or DATA_DIR: the synthetic
+# dataset, generated once into DEMO_DIR/coco; with COCO_DIR: nothing is downloaded, TFRecords are
+# prepared into DATA_DIR when missing, and torchvision's ResNet34 from COCO_DIR/weights is imported
+# into BACKBONE_WEIGHTS when missing); then, timed, `python -m ssd.train` under the launcher into
+# LOG_DIR/<RUN_NAME>; then compliance/check.sh on its mlperf_log.txt (to compliance_check.txt)
+# and the pictures (python -m ssd.plots). Prints STARTING/ENDING TIMING RUN AT and
+#   RESULT,SSD_LARGE,,<seconds>,<user>,<start>
+# Exit status: 0 when training reached the target and the compliance check passed; otherwise the
+# training's status if it failed, else 1.
+set -euo pipefail
+
+ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
+cd "$ROOT"
+
+DRY_RUN=0
+if [[ "${1:-}" == "--dry-run" ]]; then DRY_RUN=1; shift; fi
+for arg in "$@"; do
+  [[ "$arg" == *=* ]] || { echo "run_and_time.sh: '$arg' is not a section.key=value override" >&2; exit 2; }
+done
+
+SYSTEM=${SYSTEM:-cpu_demo}
+SYSTEM_CONFIG="benchmark/configs/config_${SYSTEM}.sh"
+if [[ ! -f "$SYSTEM_CONFIG" ]]; then
+  echo "run_and_time.sh: no $SYSTEM_CONFIG (systems: $(ls benchmark/configs | sed -n 's/^config_\(.*\)\.sh$/\1/p' | xargs))" >&2
+  exit 2
+fi
+# shellcheck source=benchmark/configs/config_cpu_demo.sh
+source "$SYSTEM_CONFIG"
+
+die() { echo "run_and_time.sh: $*" >&2; exit 2; }
+# Prints a command, then runs it unless this is a dry run.
+run() {
+  printf '+'; printf ' %q' "$@"; printf '\n'
+  [[ "$DRY_RUN" == 1 ]] || "$@"
+}
+
+for name in CONFIG NNODES NRANKS_PER_NODE BATCH_SIZE LAUNCHER LOG_DIR; do
+  [[ -n "${!name:-}" ]] || die "$SYSTEM_CONFIG sets no $name"
+done
+for name in NNODES NRANKS_PER_NODE BATCH_SIZE; do
+  [[ "${!name}" =~ ^[1-9][0-9]*$ ]] || die "$name=${!name} is not a positive integer"
+done
+NP=$((NNODES * NRANKS_PER_NODE))
+case "$LAUNCHER" in
+  single) [[ "$NP" == 1 ]] || die "LAUNCHER=single runs one process, but NNODES x NRANKS_PER_NODE = $NP" ;;
+  horovodrun|mpirun) [[ -n "${HOSTS:-}" ]] || die "set HOSTS, e.g. HOSTS=node1:$NRANKS_PER_NODE,node2:$NRANKS_PER_NODE" ;;
+  *) die "LAUNCHER=$LAUNCHER is not one of single, horovodrun, mpirun" ;;
+esac
+VENV="${SSD_VENV:-$ROOT/.venv}"
+PY="$VENV/bin/python"
+export PYTHONPATH="$ROOT${PYTHONPATH:+:$PYTHONPATH}"
+
+echo "system $SYSTEM: $NNODES node(s) x $NRANKS_PER_NODE rank(s), $BATCH_SIZE images per rank," \
+  "global batch $((NP * BATCH_SIZE)), launcher $LAUNCHER, preset $CONFIG"
+
+# 1. The environment (idempotent: only re-checks when nothing changed).
+# shellcheck disable=SC2086
+run ./setup_env.sh ${SETUP_FLAGS:-}
+
+# 2. The data: TFRecords with train/ and val/ in DATA_DIR.
+prepare_split() {  # COCO_DIR split OUT: converts one split unless OUT already holds a finished one
+  if [[ -f "$3/manifest.json" ]]; then
+    echo "data: $3 is prepared (manifest.json present)"
+  else
+    run "$PY" -m ssd.data.prepare --coco-dir "$1" --split "$2" --out "$3"
+  fi
+}
+if [[ -n "${COCO_DIR:-}" ]]; then
+  [[ "$CONFIG" != demo ]] || die "the demo preset is for the generated data (4 classes), not COCO_DIR: use CONFIG=ssd_large"
+  DATA_DIR=${DATA_DIR:-$COCO_DIR/tfrecords}
+  for split in train val; do
+    if [[ ! -f "$DATA_DIR/$split/manifest.json" && ! -f "$COCO_DIR/annotations/instances_${split}2017.json" ]]; then
+      die "$COCO_DIR/annotations/instances_${split}2017.json is missing: get COCO 2017 with ssd/data/download_coco.sh $COCO_DIR"
+    fi
+    prepare_split "$COCO_DIR" "$split" "$DATA_DIR/$split"
+  done
+  # The ImageNet backbone: torchvision's ResNet34 (from download_coco.sh), imported once.
+  BACKBONE_WEIGHTS=${BACKBONE_WEIGHTS:-$COCO_DIR/weights/resnet34}
+  if [[ -f "$BACKBONE_WEIGHTS/checkpoint" ]]; then
+    echo "weights: $BACKBONE_WEIGHTS is imported"
+  else
+    pth="$COCO_DIR/weights/resnet34-333f7ec4.pth"
+    [[ -f "$pth" ]] || die "$pth is missing: get it with ssd/data/download_coco.sh $COCO_DIR weights"
+    run "$PY" -m ssd.import_weights --format torchvision "$pth" --out "$BACKBONE_WEIGHTS" --config "$CONFIG"
+  fi
+elif [[ -n "${DATA_DIR:-}" ]]; then
+  for split in train val; do
+    [[ -f "$DATA_DIR/$split/manifest.json" ]] \
+      || die "$DATA_DIR/$split/manifest.json is missing: set COCO_DIR to prepare it, or unset DATA_DIR for the built-in default"
+  done
+else
+  DEMO_DIR=${DEMO_DIR:-data/demo}
+  DATA_DIR="$DEMO_DIR/tfrecords"
+  # The generator writes each split's annotations last (atomically), val after train.
+  if [[ -f "$DEMO_DIR/coco/annotations/instances_val2017.json" ]]; then
+    echo "data: the synthetic dataset in $DEMO_DIR/coco is cached"
+  else
+    run rm -rf "$DEMO_DIR/coco" "$DATA_DIR"  # a partial earlier generation, and records made from it
+    run "$PY" -m ssd.data.synthetic --out "$DEMO_DIR/coco"
+  fi
+  for split in train val; do
+    prepare_split "$DEMO_DIR/coco" "$split" "$DATA_DIR/$split"
+  done
+fi
+
+# 3. The launch.
+RUN_NAME=${RUN_NAME:-${SYSTEM}_$(date -u +%Y%m%dT%H%M%SZ)_$$}
+RUN_DIR="$LOG_DIR/$RUN_NAME"
+[[ ! -e "$RUN_DIR" ]] || die "$RUN_DIR exists: each run needs a new RUN_NAME"
+TRAIN=("$PY" -m ssd.train --config "$CONFIG" "run.run_dir=$RUN_DIR" "data.data_dir=$DATA_DIR"
+       "train.batch_size=$BATCH_SIZE" "run.progress_bar=false")
+if [[ -n "${SUBMISSION_ORG:-}" ]]; then TRAIN+=("run.submission_org=$SUBMISSION_ORG"); fi
+if [[ -n "${SUBMISSION_PLATFORM:-}" ]]; then TRAIN+=("run.submission_platform=$SUBMISSION_PLATFORM"); fi
+if [[ -n "${EVAL_BATCH_SIZE:-}" ]]; then TRAIN+=("eval.batch_size=$EVAL_BATCH_SIZE"); fi
+if [[ -n "${PRECISION:-}" ]]; then TRAIN+=("train.precision=$PRECISION"); fi
+if [[ -n "${BACKBONE_WEIGHTS:-}" ]]; then TRAIN+=("train.backbone_weights=$BACKBONE_WEIGHTS"); fi
+TRAIN+=("$@")
+# shellcheck disable=SC2206
+FLAGS=(${LAUNCHER_FLAGS:-})
+case "$LAUNCHER" in
+  single) LAUNCH=("${TRAIN[@]}") ;;
+  horovodrun) LAUNCH=("$VENV/bin/horovodrun" "${FLAGS[@]}" -np "$NP" -H "$HOSTS" "${TRAIN[@]}") ;;
+  mpirun)
+    if [[ "$(id -u)" == 0 ]]; then FLAGS+=(--allow-run-as-root); fi
+    LAUNCH=(mpirun "${FLAGS[@]}" -np "$NP" -H "$HOSTS" --bind-to none --map-by slot
+            -x PATH -x LD_LIBRARY_PATH -x PYTHONPATH "${TRAIN[@]}") ;;
+esac
+if [[ "$DRY_RUN" == 1 ]]; then
+  run "${LAUNCH[@]}"
+  run compliance/check.sh "$RUN_DIR/mlperf_log.txt"
+  run "$PY" -m ssd.plots "$RUN_DIR"
+  exit 0
+fi
+mkdir -p "$RUN_DIR"
+
+start=$(date +%s)
+start_fmt=$(date +"%Y-%m-%d %r")
+echo "STARTING TIMING RUN AT $start_fmt"
+set +e
+run "${LAUNCH[@]}"
+train_status=$?
+set -e
+end=$(date +%s)
+end_fmt=$(date +"%Y-%m-%d %r")
+echo "ENDING TIMING RUN AT $end_fmt"
+
+# 4. The compliance check and the pictures (outside the timed part).
+set +e
+run compliance/check.sh "$RUN_DIR/mlperf_log.txt" 2>&1 | tee "$RUN_DIR/compliance_check.txt"
+check_status=${PIPESTATUS[0]}
+run "$PY" -m ssd.plots "$RUN_DIR" || echo "run_and_time.sh: the pictures failed (the result stands)" >&2
+set -e
+
+echo "RESULT,SSD_LARGE,,$((end - start)),${USER:-$(id -un)},$start_fmt"
+if [[ "$train_status" != 0 ]]; then
+  echo "run_and_time.sh: training exited $train_status (target not reached, or it failed); see $RUN_DIR" >&2
+  exit "$train_status"
+fi
+if [[ "$check_status" != 0 ]]; then
+  echo "run_and_time.sh: the compliance check failed; see $RUN_DIR/compliance_check.txt" >&2
+  exit 1
+fi
+echo "run directory: $RUN_DIR (the compliance check passed)"

@@ -1,0 +1,98 @@
+"""SSD default boxes in the PyTorch reference's order and convention.
+
+    python -m ssd.anchors --config ssd_large --out boxes.npy
+
+writes the [n, 4] float32 default boxes (normalised cx, cy, w, h) of a config: 15130 at 1200.
+
+The reference (mlcommons/inference `ssd_r34.py`, `DefaultBoxes`): on feature map k of f x f cells,
+with scales s_k (fractions of the input, one more than there are maps), the box sizes are, in this
+order, (s_k, s_k), (s', s') with s' = sqrt(s_k s_{k+1}), then (s_k sqrt(a), s_k / sqrt(a)) and its
+transpose for each aspect ratio a of the map. For each size, the boxes of all cells follow, row by
+row (x fastest), centred at ((x + 0.5) / f, (y + 0.5) / f). Maps follow one another. Each of the
+four values (cx, cy, w, h) is then clamped to [0, 1] (the reference clamps the values, not the
+corners). This order is the model's output order (box index = size * f * f + y * f + x per map).
+"""
+
+from __future__ import annotations
+
+import argparse
+import math
+
+import numpy as np
+
+
+def _conv_out(size: int, kernel: int, stride: int, pad: int) -> int:
+    """Output size of a PyTorch-style conv/pool with symmetric zero padding `pad`."""
+    return (size + 2 * pad - kernel) // stride + 1
+
+
+def feature_map_sizes(image_size: int, strides) -> list[int]:
+    """The six head output sizes (square maps) for a square input and the reference's `strides`.
+
+    strides = [box head, class head, conv7, conv8, conv9, conv10]. The trunk (ResNet34 to conv4_x
+    with its first conv4_x block at stride 1) divides by 8: conv1 7x7/2 pad 3, max-pool 3x3/2 pad 1,
+    conv3_x 3x3/2 pad 1. Extra layers: conv7..conv9 3x3 pad 1, conv10 3x3 pad 0, conv11 3x3/1 pad 0.
+    Each head is a 3x3 conv with pad 1 and stride strides[0] (strides[1] must give the same maps).
+    """
+    if len(strides) != 6:
+        raise ValueError(f"strides has 6 entries (box head, class head, conv7..conv10), got {strides}")
+    x = _conv_out(image_size, 7, 2, 3)
+    x = _conv_out(x, 3, 2, 1)
+    x = _conv_out(x, 3, 2, 1)
+    sources = [x]
+    for stride, pad in zip(strides[2:], (1, 1, 1, 0)):
+        x = _conv_out(x, 3, stride, pad)
+        sources.append(x)
+    x = _conv_out(x, 3, 1, 0)
+    sources.append(x)
+    if min(sources) < 1:
+        raise ValueError(f"image_size {image_size} is too small for strides {tuple(strides)}: source maps {sources}")
+    sizes = [_conv_out(s, 3, strides[0], 1) for s in sources]
+    if sizes != [_conv_out(s, 3, strides[1], 1) for s in sources]:
+        raise ValueError(f"box head stride {strides[0]} and class head stride {strides[1]} give different maps")
+    return sizes
+
+
+def aspect_ratios(model_cfg) -> list[list[float]]:
+    """Per feature map, the aspect ratios of model.aspect_ratios ("2:3" -> [2.0, 3.0])."""
+    return [[float(a) for a in text.split(":")] for text in model_cfg.aspect_ratios]
+
+
+def boxes_per_location(model_cfg) -> list[int]:
+    """Default boxes per cell on each map: 2 + 2 per aspect ratio ([4, 6, 6, 6, 4, 4] in the reference)."""
+    return [2 + 2 * len(ratios) for ratios in aspect_ratios(model_cfg)]
+
+
+def default_boxes(model_cfg) -> np.ndarray:
+    """[n, 4] float32 (cx, cy, w, h) normalised to the input, in the reference order (see module doc)."""
+    sizes = feature_map_sizes(model_cfg.image_size, model_cfg.strides)
+    scales = model_cfg.anchor_scales
+    boxes = []
+    for k, (f, ratios) in enumerate(zip(sizes, aspect_ratios(model_cfg))):
+        s = scales[k]
+        s_next = math.sqrt(scales[k] * scales[k + 1])
+        wh = [(s, s), (s_next, s_next)]
+        for a in ratios:
+            wh += [(s * math.sqrt(a), s / math.sqrt(a)), (s / math.sqrt(a), s * math.sqrt(a))]
+        centers = (np.arange(f, dtype=np.float64) + 0.5) / f
+        cy, cx = np.meshgrid(centers, centers, indexing="ij")  # [f, f], x fastest when flattened
+        for w, h in wh:
+            boxes.append(np.stack([cx.ravel(), cy.ravel(), np.full(f * f, w), np.full(f * f, h)], axis=1))
+    return np.clip(np.concatenate(boxes, axis=0), 0.0, 1.0).astype(np.float32)
+
+
+def main(argv: list[str] | None = None) -> None:
+    from ssd import config
+
+    parser = argparse.ArgumentParser(prog="python -m ssd.anchors", description=__doc__.splitlines()[0])
+    config.add_config_args(parser)
+    parser.add_argument("--out", required=True, help="output .npy: [n, 4] float32 cx, cy, w, h")
+    args = parser.parse_args(argv)
+    cfg = config.config_from_args(args)
+    boxes = default_boxes(cfg.model)
+    np.save(args.out, boxes)
+    print(f"{args.out}: {boxes.shape[0]} default boxes, maps {feature_map_sizes(cfg.model.image_size, cfg.model.strides)}")
+
+
+if __name__ == "__main__":
+    main()

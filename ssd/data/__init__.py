@@ -1,0 +1,1 @@
+"""COCO data: download, TFRecord conversion, augmentation, tf.data input pipelines, generated shapes."""

@@ -1,0 +1,209 @@
+"""tf.data input pipelines over the TFRecords of ssd/data/prepare.py: training and evaluation.
+
+Training, one epoch per call of `train_dataset(cfg, anchors, rank, num_ranks, seed, epoch)`:
+
+- Ranks: the shard files are permuted by (seed, epoch), the same permutation on every rank, and
+  rank r reads files r, r + R, r + 2R, ... of it, so ranks read disjoint data and a record moves
+  between ranks from epoch to epoch. Every rank yields exactly `steps_per_epoch(N, B * R)` batches
+  (floor: Horovod collectives need the same number of steps on each rank): a rank drops the rest of
+  its records, and in the rare case of fewer records than that (shard sizes differ by one) wraps
+  around its own records. Give `prepare --shards` a multiple of the number of ranks.
+- Randomness: the file order, the shuffle buffer (`data.shuffle_buffer`) and every example's
+  augmentation follow from (seed, epoch, rank) alone; each example gets its own stateless seed
+  from its position in the shuffled stream. So the trainer resumes at an epoch boundary exactly by
+  calling train_dataset with the same seed and the next epoch number: nothing carries over.
+- data.deterministic: ordered interleave and map (parallel still), the same batches for the same
+  (seed, epoch, rank); otherwise tf.data may interleave the files' records and finish examples
+  in another order for speed: the same augmentations, given to records in another order.
+- Per example: decode only the SSD IoU-sampled crop window (tf.io.decode_and_crop_jpeg, 3
+  channels), crop the boxes, random horizontal flip, bilinear resize to model.image_size and
+  colour jitter fused with the normalisation into one affine colour map and one clip, then
+  targets by ssd.matching.match onto the default boxes. The colour map is applied at the smaller
+  of the crop and the output (colour_and_resize).
+
+Evaluation (`eval_dataset`): every record of the val split decoded, resized and normalised (no
+augmentation; the normalisation, too, at the smaller resolution), in the
+manifest's order; record i goes to rank i % R; each rank pads its last batch with `valid` False
+elements (image zeros, image_id -1) to the same number of batches on every rank, so after
+dropping the invalid ones every image is scored exactly once.
+"""
+
+import json
+import os
+
+import numpy as np
+import tensorflow as tf
+
+from ssd.data import augment, records
+from ssd.matching import match
+
+def read_manifest(split_dir: str) -> dict:
+    """The manifest of a finished conversion in split_dir, with `paths` (absolute shard paths) added."""
+    path = os.path.join(split_dir, "manifest.json")
+    if not os.path.isfile(path):
+        raise FileNotFoundError(f"{path} not found: convert the data with `python -m ssd.data.prepare ... --out "
+                                f"{split_dir}` (an interrupted conversion leaves no manifest)")
+    with open(path) as f:
+        manifest = json.load(f)
+    manifest["paths"] = [os.path.join(split_dir, s["file"]) for s in manifest["shards"]]
+    missing = [p for p in manifest["paths"] if not os.path.isfile(p)]
+    if missing:
+        raise FileNotFoundError(f"{path} lists {len(missing)} shard(s) that are missing, e.g. {missing[0]}")
+    return manifest
+
+
+def steps_per_epoch(num_records: int, global_batch: int) -> int:
+    """Full global batches per epoch: floor(num_records / global_batch), the same on every rank."""
+    return num_records // global_batch
+
+
+def _epoch_seeds(seed: int, epoch: int, rank: int) -> tuple[int, int]:
+    """(shuffle seed, augmentation seed) of one rank's epoch, from (seed, epoch, rank) only."""
+    state = np.random.SeedSequence([seed, epoch, rank]).generate_state(2)
+    return int(state[0] & 0x7FFFFFFF), int(state[1] & 0x7FFFFFFF)
+
+
+def _normalisation(cfg) -> tuple[tf.Tensor, tf.Tensor]:
+    """(scale [3], bias [3]) mapping pixel values 0..255 to (x / 255 - mean) / std."""
+    std = np.array(cfg.data.std, np.float32)
+    mean = np.array(cfg.data.mean, np.float32)
+    return tf.constant(1.0 / (255.0 * std)), tf.constant(-mean / std)
+
+
+def train_example(cfg, anchors: tf.Tensor, parsed: dict, seed: tf.Tensor, encode: bool = True):
+    """One parsed record (records.parse) -> (image [S,S,3] float32 normalised, (loc [n,4], cls [n]))
+    with encode, else (image, boxes [m,4] xyxy normalised, labels [m], crowd [m]) (for tests)."""
+    d, size = cfg.data, cfg.model.image_size
+    boxes, labels, crowd = parsed["boxes"], parsed["labels"], parsed["crowd"]
+    height, width = parsed["height"], parsed["width"]
+    crop_seed, flip_seed, jitter_seed = tf.unstack(tf.random.experimental.stateless_split(seed, 3))
+    if d.augment:
+        crop = augment.sample_crop(boxes, crowd, crop_seed, d.crop_min_ious, d.crop_max_trials)
+        window = augment.crop_window(crop, height, width)
+        image = tf.io.decode_and_crop_jpeg(parsed["jpeg"], window, channels=3)
+        boxes, labels, crowd = augment.crop_boxes(boxes, labels, crowd, window, height, width)
+        image, boxes = augment.random_flip(image, boxes, flip_seed)
+    else:
+        image = tf.io.decode_jpeg(parsed["jpeg"], channels=3)
+    pixels = tf.cast(image, tf.float32)  # tf.image.resize is faster on float32 than on uint8 input
+    scale, bias = _normalisation(cfg)
+    matrix, offset = tf.eye(3), tf.zeros([3])
+    if d.augment:
+        mean_gray = tf.tensordot(tf.reduce_mean(pixels, axis=[0, 1]), tf.constant(augment.GRAY), axes=1) / 255.0
+        matrix, offset = augment.jitter_matrix(jitter_seed, mean_gray, d.brightness, d.contrast, d.saturation, d.hue)
+    image = colour_and_resize(pixels, size, lambda x: jitter_and_normalise(x, matrix, offset, scale, bias))
+    if not encode:
+        return image, boxes, labels, crowd
+    loc, cls = match(boxes, labels, crowd, anchors, cfg.model.box_variances)
+    return image, (loc, cls)
+
+
+def colour_and_resize(pixels: tf.Tensor, size: int, colour) -> tf.Tensor:
+    """Bilinear resize of pixels [h,w,3] float32 to [size,size,3] and a per-pixel affine colour map
+    with a clip (`colour`), applied at the smaller of the two resolutions: they commute (bilinear
+    weights sum to 1) up to where the clip saturates, and at 1200 px, where COCO images are smaller
+    than the output, colour first costs a fifth."""
+    shape = tf.shape(pixels)
+    image = tf.cond(shape[0] * shape[1] < size * size,
+                    lambda: tf.image.resize(colour(pixels), [size, size]),
+                    lambda: colour(tf.image.resize(pixels, [size, size])))
+    image.set_shape([size, size, 3])
+    return image
+
+
+def jitter_and_normalise(image: tf.Tensor, matrix: tf.Tensor, offset: tf.Tensor, scale: tf.Tensor,
+                         bias: tf.Tensor) -> tf.Tensor:
+    """image [H,W,3] float32 0..255 -> normalise(clip(matrix @ rgb / 255 + offset, 0, 1)).
+
+    With scale = 1 / (255 std) > 0 and bias = -mean / std (per channel) this equals
+    clip(A' x + t', bias, 255 scale + bias) with A' = matrix^T scale and t' = 255 offset scale + bias:
+    one 3x3 matmul, one add, one max, one min. The per-channel add and bounds are applied to the
+    image viewed as [H, W*3] rows with the [3] vectors tiled to [W*3]: TensorFlow's CPU kernels
+    broadcast a long row several times faster than a [3] vector.
+    """
+    shape = tf.shape(image)
+    height, width = shape[0], shape[1]
+    rows = tf.reshape(tf.reshape(image, [-1, 3]) @ (tf.transpose(matrix) * scale), [height, width * 3])
+    lo = tf.tile(bias, [width])
+    add = tf.tile(255.0 * offset * scale + bias, [width])
+    rows = tf.minimum(tf.maximum(rows + add, lo), tf.tile(255.0 * scale, [width]) + lo)
+    return tf.reshape(rows, shape)
+
+
+def _options(deterministic: bool) -> tf.data.Options:
+    options = tf.data.Options()
+    options.deterministic = deterministic
+    return options
+
+
+def train_records(cfg, rank: int, num_ranks: int, seed: int, epoch: int) -> tuple[tf.data.Dataset, int]:
+    """This rank's records of one epoch, shuffled: ((index int64, serialized record) dataset, steps).
+
+    Exactly steps * train.batch_size elements, steps = steps_per_epoch(N, batch_size * num_ranks).
+    """
+    manifest = read_manifest(os.path.join(cfg.data.data_dir, "train"))
+    batch = cfg.train.batch_size
+    steps = steps_per_epoch(manifest["num_records"], batch * num_ranks)
+    if steps == 0:
+        raise ValueError(f"{manifest['num_records']} training records make no global batch of {batch * num_ranks}")
+    paths = manifest["paths"]
+    if len(paths) < num_ranks:
+        raise ValueError(f"{len(paths)} shard files for {num_ranks} ranks: convert with `prepare --shards` >= ranks")
+    order = np.random.default_rng([seed, epoch]).permutation(len(paths))
+    mine = [paths[i] for i in order[rank::num_ranks]]
+    shuffle_seed, _ = _epoch_seeds(seed, epoch, rank)
+    ds = tf.data.Dataset.from_tensor_slices(mine)
+    ds = ds.interleave(tf.data.TFRecordDataset, cycle_length=min(len(mine), 8), block_length=1,
+                       num_parallel_calls=tf.data.AUTOTUNE, deterministic=cfg.data.deterministic)
+    ds = ds.shuffle(cfg.data.shuffle_buffer, seed=shuffle_seed).repeat().take(steps * batch).enumerate()
+    return ds, steps
+
+
+def train_dataset(cfg, anchors, rank: int, num_ranks: int, seed: int, epoch: int) -> tf.data.Dataset:
+    """One epoch of training batches of this rank (see the module docstring).
+
+    Yields (images [B,S,S,3] float32, (loc_targets [B,n,4] float32, cls_targets [B,n] int32)),
+    B = train.batch_size, exactly steps_per_epoch(num_records, B * num_ranks) batches.
+    """
+    ds, _ = train_records(cfg, rank, num_ranks, seed, epoch)
+    _, augment_seed = _epoch_seeds(seed, epoch, rank)
+    anchors = tf.constant(anchors, tf.float32)
+
+    def example(index, serialized):
+        seed = tf.stack([tf.constant(augment_seed, tf.int64), index])
+        return train_example(cfg, anchors, records.parse(serialized), seed)
+
+    deterministic = cfg.data.deterministic
+    ds = ds.map(example, num_parallel_calls=tf.data.AUTOTUNE, deterministic=deterministic)
+    ds = ds.batch(cfg.train.batch_size, drop_remainder=True).prefetch(tf.data.AUTOTUNE)
+    return ds.with_options(_options(deterministic))
+
+
+def eval_example(cfg, parsed: dict) -> dict:
+    """One parsed record -> image [S,S,3] normalised, image_id int64, orig_size [2] int32 (h, w), valid."""
+    pixels = tf.cast(tf.io.decode_jpeg(parsed["jpeg"], channels=3), tf.float32)
+    scale, bias = _normalisation(cfg)
+    image = colour_and_resize(pixels, cfg.model.image_size,
+                              lambda x: jitter_and_normalise(x, tf.eye(3), tf.zeros([3]), scale, bias))
+    return {"image": image, "image_id": parsed["image_id"],
+            "orig_size": tf.stack([parsed["height"], parsed["width"]]), "valid": tf.constant(True)}
+
+
+def eval_num_batches(num_records: int, num_ranks: int, batch: int) -> int:
+    """Batches per rank: enough for the rank with the most records, ceil(ceil(N / R) / B)."""
+    return -(-(-(-num_records // num_ranks)) // batch)
+
+
+def eval_dataset(cfg, rank: int, num_ranks: int) -> tf.data.Dataset:
+    """This rank's evaluation batches (see the module docstring): dicts of image [B,S,S,3],
+    image_id [B] int64, orig_size [B,2] int32 (height, width), valid [B] bool; B = eval.batch_size."""
+    manifest = read_manifest(os.path.join(cfg.data.data_dir, "val"))
+    n, batch, size = manifest["num_records"], cfg.eval.batch_size, cfg.model.image_size
+    mine = len(range(rank, n, num_ranks))
+    padding = eval_num_batches(n, num_ranks, batch) * batch - mine
+    pad = {"image": tf.zeros([size, size, 3]), "image_id": tf.constant(-1, tf.int64),
+           "orig_size": tf.zeros([2], tf.int32), "valid": tf.constant(False)}
+    ds = tf.data.TFRecordDataset(manifest["paths"]).shard(num_ranks, rank)
+    ds = ds.map(lambda s: eval_example(cfg, records.parse(s)), num_parallel_calls=tf.data.AUTOTUNE, deterministic=True)
+    ds = ds.concatenate(tf.data.Dataset.from_tensors(pad).repeat(padding))
+    return ds.batch(batch, drop_remainder=True).prefetch(tf.data.AUTOTUNE)

@@ -1,0 +1,119 @@
+"""Export a checkpoint for inference: SavedModel and frozen GraphDef, in NHWC and in NCHW.
+
+    python -m ssd.export --checkpoint DIR --out EXPORT_DIR [section.key=value ...]
+
+writes
+
+    EXPORT_DIR/saved_model_nhwc/   SavedModel, signature serving_default, input `image` [N, S, S, 3]
+    EXPORT_DIR/saved_model_nchw/   the same with input `image` [N, 3, S, S]
+    EXPORT_DIR/frozen_nhwc.pb      GraphDef with the weights as constants: input `image:0`,
+    EXPORT_DIR/frozen_nchw.pb      outputs `detection_bboxes:0` ... (load_frozen_graph reads it back)
+    EXPORT_DIR/config.json         (also in each SavedModel directory, for ssd.evaluate --saved-model)
+
+Input: float32 images normalised as in training (RGB / 255, data.mean / data.std), N free.
+Outputs (D = eval.max_detections, n default boxes, C classes with background):
+
+    detection_bboxes   [N, D, 4] float32 (x1, y1, x2, y2) normalised to the input, best first
+    detection_scores   [N, D] float32; rows past the image's detections are 0
+    detection_classes  [N, D] int32 labels 1..C-1 (label i is COCO category_ids[i - 1] of the
+                       training manifest); 0 in the padding rows
+    py_location_pred   [N, 4, n] box offsets, and py_cls_pred [N, C, n] class logits: the raw head
+                       outputs in the PyTorch reference's layout (ssd.model.reference_layout)
+
+NCHW: the NCHW export builds the model with `model.data_format=channels_first`, so its convolutions
+run in NCHW (the layout GPUs prefer); its graph takes the NCHW input as it is (the transpose the
+Keras model puts at its NHWC input and the one that feeds it NCHW cancel, and TensorFlow's graph
+optimiser removes such pairs). Both exports hold the same weights; their outputs agree to float
+rounding (convolution algorithms differ between layouts).
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import os
+import sys
+
+import ssd  # noqa: F401  (selects Keras 2 before TensorFlow is imported)
+import tensorflow as tf
+from tensorflow.python.framework.convert_to_constants import convert_variables_to_constants_v2
+
+from ssd import config
+from ssd.anchors import default_boxes
+from ssd.model import reference_layout
+from ssd.postprocess import postprocess
+
+OUTPUTS = ("detection_bboxes", "detection_scores", "detection_classes", "py_location_pred", "py_cls_pred")
+FORMATS = {"nhwc": "channels_last", "nchw": "channels_first"}
+
+
+class InferenceModule(tf.Module):
+    """The model and the post-processing behind one input signature: `serve(image)` -> OUTPUTS dict."""
+
+    def __init__(self, model, cfg: config.Config, layout: str):
+        super().__init__()
+        self.model = model
+        size = cfg.model.image_size
+        shape = [None, size, size, 3] if layout == "nhwc" else [None, 3, size, size]
+        anchors = default_boxes(cfg.model)
+
+        def serve(image):
+            images = image if layout == "nhwc" else tf.transpose(image, [0, 2, 3, 1])
+            loc, logits = self.model(images, training=False)
+            det = postprocess(loc, logits, anchors, cfg)
+            py_location_pred, py_cls_pred = reference_layout(loc, logits)
+            values = (det["boxes"], det["scores"], det["classes"], py_location_pred, py_cls_pred)
+            return {name: tf.identity(v, name=name) for name, v in zip(OUTPUTS, values)}
+
+        self.serve = tf.function(serve, input_signature=[tf.TensorSpec(shape, tf.float32, name="image")])
+
+
+def export(checkpoint_dir: str, cfg: config.Config, out_dir: str) -> dict[str, str]:
+    """Writes the four exports of checkpoint_dir (see the module docstring); returns their paths."""
+    from ssd.evaluate import load_checkpoint_model
+
+    os.makedirs(out_dir, exist_ok=True)
+    config.write_config(cfg, out_dir)
+    paths = {}
+    for layout, data_format in FORMATS.items():
+        layout_cfg = dataclasses.replace(cfg, model=dataclasses.replace(cfg.model, data_format=data_format))
+        module = InferenceModule(load_checkpoint_model(checkpoint_dir, layout_cfg), layout_cfg, layout)
+        saved = os.path.join(out_dir, f"saved_model_{layout}")
+        tf.saved_model.save(module, saved, signatures={"serving_default": module.serve})
+        config.write_config(layout_cfg, saved)
+        frozen = convert_variables_to_constants_v2(module.serve.get_concrete_function())
+        pb = os.path.join(out_dir, f"frozen_{layout}.pb")
+        with open(pb, "wb") as f:
+            f.write(frozen.graph.as_graph_def().SerializeToString())
+        paths[f"saved_model_{layout}"], paths[f"frozen_{layout}"] = saved, pb
+    return paths
+
+
+def load_frozen_graph(path: str):
+    """A frozen GraphDef from `export` as a function image -> {name: tensor for name in OUTPUTS}."""
+    graph_def = tf.compat.v1.GraphDef()
+    with open(path, "rb") as f:
+        graph_def.ParseFromString(f.read())
+    imported = tf.compat.v1.wrap_function(lambda: tf.compat.v1.import_graph_def(graph_def, name=""), [])
+    return imported.prune("image:0", {name: f"{name}:0" for name in OUTPUTS})
+
+
+def main(argv: list[str] | None = None) -> None:
+    from ssd.evaluate import model_dir_config
+
+    parser = argparse.ArgumentParser(prog="python -m ssd.export", description=__doc__.splitlines()[0])
+    parser.add_argument("--checkpoint", required=True, help="checkpoint directory (or prefix) of a model")
+    parser.add_argument("--out", required=True, help="export directory")
+    config.add_config_args(parser)
+    args = parser.parse_args(argv)
+    cfg = model_dir_config(args.checkpoint, args)
+    try:
+        paths = export(args.checkpoint, cfg, args.out)
+    except FileNotFoundError as err:
+        sys.exit(f"export: {err}")
+    for name, path in paths.items():
+        print(f"{name}: {path}")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,67 @@
+"""Runs a checkpoint on preprocessed images and saves the raw head outputs in the reference layout.
+
+    python -m ssd.raw_outputs --checkpoint DIR --input images.npy --out outputs.npz
+
+DIR: a whole-model checkpoint with its config.json (from training or `ssd.import_weights --format
+reference`). images.npy: [N, 3, S, S] float32, normalised as the reference takes them (NCHW, RGB
+/ 255, ImageNet mean and std). outputs.npz: `py_location_pred` [N, 4, n] and `py_cls_pred` [N, C, n],
+the reference SSD-R34's tensors before decoding, comparable element by element.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+
+import numpy as np
+
+import ssd  # noqa: F401  (selects Keras 2 before TensorFlow is imported)
+import tensorflow as tf
+
+from ssd import config
+from ssd.model import build_model, reference_layout
+
+
+def load_model(checkpoint_dir: str):
+    """Builds the model of checkpoint_dir/config.json and restores every variable from the latest
+    checkpoint there (optimizer state and counters are ignored)."""
+    cfg = config.read_config(os.path.join(checkpoint_dir, "config.json"))
+    path = tf.train.latest_checkpoint(checkpoint_dir)
+    if path is None:
+        raise SystemExit(f"raw_outputs: no checkpoint in {checkpoint_dir}")
+    model = build_model(cfg.model)
+    status = tf.train.Checkpoint(model=model).restore(path)
+    status.assert_existing_objects_matched().expect_partial()
+    return model, cfg
+
+
+def raw_outputs(model, images_nchw: np.ndarray, batch_size: int = 8) -> dict:
+    """[N, 3, S, S] float32 -> {"py_location_pred": [N, 4, n], "py_cls_pred": [N, C, n]} float32."""
+    locs, logits = [], []
+    for i in range(0, len(images_nchw), batch_size):
+        batch = tf.transpose(tf.constant(images_nchw[i:i + batch_size], tf.float32), [0, 2, 3, 1])
+        loc, cls = reference_layout(*model(batch, training=False))
+        locs.append(loc.numpy())
+        logits.append(cls.numpy())
+    return {"py_location_pred": np.concatenate(locs), "py_cls_pred": np.concatenate(logits)}
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(prog="python -m ssd.raw_outputs", description=__doc__.splitlines()[0])
+    parser.add_argument("--checkpoint", required=True, help="checkpoint directory with config.json")
+    parser.add_argument("--input", required=True, help=".npy [N, 3, S, S] float32 preprocessed images")
+    parser.add_argument("--out", required=True, help=".npz to write")
+    parser.add_argument("--batch-size", type=int, default=8)
+    args = parser.parse_args(argv)
+    model, cfg = load_model(args.checkpoint)
+    images = np.load(args.input)
+    size = cfg.model.image_size
+    if images.ndim != 4 or images.shape[1:] != (3, size, size):
+        raise SystemExit(f"raw_outputs: {args.input} has shape {images.shape}, the model takes [N, 3, {size}, {size}]")
+    out = raw_outputs(model, images.astype(np.float32), args.batch_size)
+    np.savez(args.out, **out)
+    print(f"{args.out}: " + ", ".join(f"{k} {list(v.shape)}" for k, v in out.items()))
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,57 @@
+"""The learning-rate schedule: linear warmup from a factor, then x decay_factor at boundary epochs.
+
+    lr(step) = base_lr x warmup(step) x decay_factor ** (number of boundaries <= step)
+    warmup(step) = warmup_factor + (1 - warmup_factor) x step / warmup_steps   for step < warmup_steps
+                 = 1                                                            otherwise
+
+`step` counts the updates already applied (the first update uses lr(0) = base_lr x warmup_factor).
+base_lr is the config's train.base_lr scaled by global batch / train.lr_reference_batch, and a
+boundary epoch e is the step e x steps_per_epoch (the first step of epoch e + 1, epochs from 1).
+"""
+
+import tensorflow as tf
+import tf_keras
+
+
+class WarmupStepDecay(tf_keras.optimizers.schedules.LearningRateSchedule):
+    """lr(step) above, a pure function of the step, computed in float64 and returned as float32."""
+
+    def __init__(self, base_lr: float, warmup_steps: int, warmup_factor: float,
+                 boundaries: list[int], decay_factor: float):
+        self.base_lr = float(base_lr)
+        self.warmup_steps = int(warmup_steps)
+        self.warmup_factor = float(warmup_factor)
+        self.boundaries = [int(b) for b in boundaries]
+        self.decay_factor = float(decay_factor)
+
+    def __call__(self, step):
+        step = tf.cast(step, tf.float64)
+        lr = tf.constant(self.base_lr, tf.float64)
+        if self.warmup_steps > 0:
+            f = self.warmup_factor
+            ramp = f + (1.0 - f) * step / self.warmup_steps
+            lr = tf.where(step < self.warmup_steps, lr * ramp, lr)
+        for boundary in self.boundaries:
+            lr = tf.where(step >= boundary, lr * self.decay_factor, lr)
+        return tf.cast(lr, tf.float32)
+
+    def get_config(self) -> dict:
+        return {"base_lr": self.base_lr, "warmup_steps": self.warmup_steps,
+                "warmup_factor": self.warmup_factor, "boundaries": self.boundaries,
+                "decay_factor": self.decay_factor}
+
+
+def scaled_base_lr(train_cfg, global_batch: int) -> float:
+    """train.base_lr x global_batch / train.lr_reference_batch (the MLPerf linear scaling rule)."""
+    return train_cfg.base_lr * global_batch / train_cfg.lr_reference_batch
+
+
+def from_config(train_cfg, global_batch: int, steps_per_epoch: int) -> WarmupStepDecay:
+    """The schedule of a run: cfg.train at `global_batch` images per step, `steps_per_epoch` steps."""
+    return WarmupStepDecay(
+        base_lr=scaled_base_lr(train_cfg, global_batch),
+        warmup_steps=train_cfg.warmup_steps,
+        warmup_factor=train_cfg.warmup_factor,
+        boundaries=[e * steps_per_epoch for e in train_cfg.lr_decay_epochs],
+        decay_factor=train_cfg.lr_decay_factor,
+    )

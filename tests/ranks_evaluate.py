@@ -1,0 +1,37 @@
+"""Run by tests/test_evaluate.py under Horovod (or as one plain process): `ssd.evaluate.evaluate`
+on a checkpoint; every rank writes what it returned.
+
+    horovodrun --gloo -np 2 python tests/ranks_evaluate.py CKPT_DIR OUT_DIR [section.key=value ...]
+
+OUT_DIR/rank<r>.json: the result dict of rank r, or {"error": "<type>: <message>"} when evaluate
+raised on that rank (the process then exits 1). Rank 0 also writes OUT_DIR/detections.json.
+"""
+
+import json
+import os
+import sys
+
+from ssd import config, distributed
+from ssd.anchors import default_boxes
+from ssd.evaluate import evaluate, load_checkpoint_model
+
+
+def main(checkpoint_dir: str, out_dir: str, overrides: list[str]) -> int:
+    world = distributed.init()
+    cfg = config.read_config(os.path.join(checkpoint_dir, "config.json"))
+    cfg = config.validate(config.apply_overrides(cfg, overrides))
+    model = load_checkpoint_model(checkpoint_dir, cfg)
+    try:
+        result = evaluate(model, cfg, default_boxes(cfg.model), world.rank, world.size,
+                          out_json=os.path.join(out_dir, "detections.json"))
+        status = 0
+    except Exception as err:
+        result, status = {"error": f"{type(err).__name__}: {err}"}, 1
+    result["num_ranks"] = world.size
+    with open(os.path.join(out_dir, f"rank{world.rank}.json"), "w") as f:
+        json.dump(result, f)
+    return status
+
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv[1], sys.argv[2], sys.argv[3:]))

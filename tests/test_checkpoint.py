@@ -1,0 +1,106 @@
+"""Checkpoints: save/restore round trip with optimizer slots, keep-K, atomic under SIGKILL, backbone import."""
+
+import os
+import signal
+import subprocess
+import sys
+import time
+
+import numpy as np
+import pytest
+
+import ssd  # noqa: F401
+import tensorflow as tf
+import tf_keras
+
+from ssd import checkpoint, config
+from ssd.model import build_model
+from ssd.optimizer import SGD
+
+
+def _model_and_optimizer():
+    model = build_model(config.load_config("demo").model)
+    optimizer = SGD(0.1, momentum=0.9, weight_decay=1e-4)
+    optimizer.build(model.trainable_variables)
+    return model, optimizer
+
+
+def test_round_trip_restores_weights_slots_and_counters(tmp_path):
+    model, optimizer = _model_and_optimizer()
+    x = tf.random.stateless_uniform([2, 300, 300, 3], seed=(1, 2))
+    with tf.GradientTape() as tape:
+        loc, logits = model(x, training=True)
+        loss = tf.reduce_mean(loc) + tf.reduce_mean(logits)
+    grads = tape.gradient(loss, model.trainable_variables)
+    optimizer.apply_gradients(zip(grads, model.trainable_variables))
+    step = tf.Variable(7, dtype=tf.int64)
+    saver = checkpoint.Checkpoints(str(tmp_path), keep=2, rank=0, model=model, optimizer=optimizer, step=step)
+    prefix = saver.save(7)
+    assert prefix.endswith("ckpt-7") and saver.latest == prefix
+
+    model2, optimizer2 = _model_and_optimizer()
+    step2 = tf.Variable(0, dtype=tf.int64)
+    reader = checkpoint.Checkpoints(str(tmp_path), keep=2, rank=1, model=model2, optimizer=optimizer2, step=step2)
+    assert reader.restore() == prefix
+    assert int(step2.numpy()) == 7 and int(optimizer2.iterations.numpy()) == 1
+    for a, b in zip(model.variables + optimizer.variables, model2.variables + optimizer2.variables):
+        np.testing.assert_array_equal(a.numpy(), b.numpy(), err_msg=a.name)
+    assert any(np.abs(m.numpy()).max() > 0 for m in optimizer2.momentums)
+
+
+def test_only_rank0_writes_and_the_last_k_are_kept(tmp_path):
+    v = tf.Variable(0.0)
+    assert checkpoint.Checkpoints(str(tmp_path), keep=2, rank=1, v=v).save(1) is None
+    assert not list(tmp_path.iterdir())
+    saver = checkpoint.Checkpoints(str(tmp_path), keep=2, rank=0, v=v)
+    for step in (1, 2, 3):
+        v.assign(float(step))
+        saver.save(step)
+    names = sorted(p.name for p in tmp_path.iterdir() if p.name.endswith(".index"))
+    assert names == ["ckpt-2.index", "ckpt-3.index"]
+
+
+def test_missing_checkpoint_errors_name_the_directory(tmp_path):
+    with pytest.raises(FileNotFoundError, match=str(tmp_path)):
+        checkpoint.Checkpoints(str(tmp_path), keep=1, rank=0, v=tf.Variable(0.0)).restore()
+    with pytest.raises(FileNotFoundError, match="from_scratch"):
+        checkpoint.restore_backbone(tf_keras.Sequential(), str(tmp_path / "nowhere"))
+
+
+_WRITER = """
+import sys, ssd, numpy as np, tensorflow as tf
+from ssd import checkpoint
+v = tf.Variable(tf.zeros([24 * 1024 * 1024]))  # 96 MiB: each save takes a while
+saver = checkpoint.Checkpoints(sys.argv[1], keep=3, rank=0, v=v)
+for step in range(1, 10**6):
+    v.assign(tf.fill(v.shape, float(step)))
+    saver.save(step)
+    print(step, flush=True)
+"""
+
+
+def test_sigkill_mid_save_never_leaves_a_broken_latest(tmp_path):
+    proc = subprocess.Popen([sys.executable, "-c", _WRITER, str(tmp_path)], stdout=subprocess.PIPE, text=True)
+    assert proc.stdout.readline().strip() == "1"  # one complete checkpoint exists
+    time.sleep(0.35)  # most likely in the middle of a later save
+    os.kill(proc.pid, signal.SIGKILL)
+    proc.wait()
+    v = tf.Variable(tf.zeros([24 * 1024 * 1024]))
+    prefix = checkpoint.Checkpoints(str(tmp_path), keep=3, rank=0, v=v).restore()
+    step = int(prefix.rsplit("-", 1)[1])
+    assert step >= 1
+    values = v.numpy()
+    assert values.min() == values.max() == float(step)  # the whole tensor, from that very step
+
+
+def test_backbone_weights_round_trip(tmp_path):
+    cfg = config.load_config("demo")
+    source = build_model(cfg.model)
+    tf.train.CheckpointManager(tf.train.Checkpoint(backbone=source.backbone), str(tmp_path), 1).save()
+    target = build_model(cfg.model)
+    prefix = checkpoint.restore_backbone(target.backbone, str(tmp_path))
+    assert prefix == tf.train.latest_checkpoint(str(tmp_path))
+    for a, b in zip(source.backbone.variables, target.backbone.variables):
+        np.testing.assert_array_equal(a.numpy(), b.numpy())
+    head = [v for v in target.trainable_variables if not any(v is w for w in target.backbone.variables)]
+    assert head  # the rest of the model keeps its own initialisation

@@ -1,0 +1,197 @@
+"""The tf.data pipelines (ssd/data/pipeline.py) on coco128 and generated data."""
+
+import json
+
+import numpy as np
+import pytest
+import tensorflow as tf
+
+from ssd import box_coder
+from ssd.anchors import default_boxes
+from ssd.config import load_config
+from ssd.data import augment, pipeline, prepare, records, synthetic
+from ssd.matching import match
+
+
+@pytest.fixture(scope="module")
+def coco128_dir(coco128, tmp_path_factory):
+    """coco128 converted: train/ (126 records, 4 shards) and val/ (all 128 images, 2 shards)."""
+    out = tmp_path_factory.mktemp("coco128_tfrecords")
+    ann = str(coco128 / "annotations" / "instances_train2017.json")
+    prepare.prepare(str(coco128 / "train2017"), ann, "train", str(out / "train"), num_shards=4, workers=2)
+    prepare.prepare(str(coco128 / "train2017"), ann, "val", str(out / "val"), num_shards=2, workers=2)
+    return out
+
+
+def _cfg(data_dir, *overrides):
+    return load_config("demo", [f"data.data_dir={data_dir}", "train.batch_size=4", "eval.batch_size=5", *overrides])
+
+
+def test_step_counts_by_hand():
+    assert pipeline.steps_per_epoch(126, 8) == 15
+    assert pipeline.steps_per_epoch(7, 8) == 0
+    assert pipeline.eval_num_batches(128, 3, 5) == 9  # ranks hold 43, 43, 42 images
+    assert pipeline.eval_num_batches(5000, 8, 32) == 20
+
+
+def _rank_ids(cfg, num_ranks, seed, epoch):
+    out = []
+    for rank in range(num_ranks):
+        ds, steps = pipeline.train_records(cfg, rank, num_ranks, seed, epoch)
+        ids = [int(records.parse(s)["image_id"]) for _, s in ds]
+        assert len(ids) == steps * cfg.train.batch_size
+        out.append(ids)
+    return out
+
+
+def test_train_ranks_are_disjoint_with_equal_steps(coco128_dir):
+    cfg = _cfg(coco128_dir, "data.deterministic=true")
+    for num_ranks in (1, 2, 3):
+        ranks = _rank_ids(cfg, num_ranks, seed=3, epoch=0)
+        assert len({len(ids) for ids in ranks}) == 1
+        assert len(ranks[0]) == (126 // (4 * num_ranks)) * 4
+        for a in range(num_ranks):
+            for b in range(a + 1, num_ranks):
+                assert not set(ranks[a]) & set(ranks[b])
+    one = _rank_ids(cfg, 1, seed=3, epoch=0)[0]
+    assert len(set(one)) == len(one)  # one rank, enough records: no repeats
+    # Same (seed, epoch): the same stream; the next epoch: another order.
+    assert _rank_ids(cfg, 2, seed=3, epoch=0) == _rank_ids(cfg, 2, seed=3, epoch=0)
+    assert _rank_ids(cfg, 2, seed=3, epoch=1) != _rank_ids(cfg, 2, seed=3, epoch=0)
+
+
+def test_deterministic_mode_gives_the_same_batches(coco128_dir):
+    cfg = _cfg(coco128_dir, "data.deterministic=true", "model.image_size=160")
+    anchors = np.zeros([10, 4], np.float32) + [0.5, 0.5, 0.2, 0.2]
+
+    def first(seed, epoch):
+        images, (loc, cls) = next(iter(pipeline.train_dataset(cfg, anchors, 0, 2, seed, epoch)))
+        return images.numpy(), loc.numpy(), cls.numpy()
+
+    a, b, c = first(5, 2), first(5, 2), first(6, 2)
+    for x, y in zip(a, b):
+        np.testing.assert_array_equal(x, y)
+    assert not np.array_equal(a[0], c[0])
+    assert a[0].shape == (4, 160, 160, 3) and a[1].shape == (4, 10, 4) and a[2].dtype == np.int32
+
+
+def test_train_batches_shapes_and_normalisation(coco128_dir):
+    cfg = _cfg(coco128_dir)
+    anchors = default_boxes(cfg.model)
+    ds = pipeline.train_dataset(cfg, anchors, 1, 2, seed=0, epoch=0)
+    batches = list(ds)
+    assert len(batches) == 126 // 8
+    images, (loc, cls) = batches[0]
+    assert images.shape == (4, 300, 300, 3) and loc.shape == (4, len(anchors), 4) and cls.shape == (4, len(anchors))
+    lo = (0 - np.array(cfg.data.mean)) / np.array(cfg.data.std)
+    hi = (1 - np.array(cfg.data.mean)) / np.array(cfg.data.std)
+    assert np.all(images.numpy() >= lo - 1e-5) and np.all(images.numpy() <= hi + 1e-5)
+    assert np.all((cls.numpy() >= 0) & (cls.numpy() <= 80))
+    assert all(np.any(c.numpy() > 0) for _, (_, c) in batches)
+
+
+def test_jitter_and_normalise_equals_the_plain_steps():
+    cfg = load_config("demo")
+    rng = np.random.default_rng(1)
+    pixels = tf.constant(rng.uniform(0, 255, size=(6, 5, 3)), tf.float32)
+    matrix, offset = augment.jitter_matrix(tf.constant([1, 2], tf.int64), tf.constant(0.4), 0.125, 0.5, 0.5, 0.05)
+    plain = tf.clip_by_value(tf.tensordot(pixels / 255.0, tf.transpose(matrix), axes=1) + offset, 0.0, 1.0)
+    plain = (plain - cfg.data.mean) / cfg.data.std
+    scale, bias = pipeline._normalisation(cfg)
+    fused = pipeline.jitter_and_normalise(pixels, matrix, offset, scale, bias)
+    np.testing.assert_allclose(fused.numpy(), plain.numpy(), atol=1e-5)
+
+
+def test_colour_then_resize_equals_resize_then_colour():
+    cfg = load_config("demo")
+    scale, bias = pipeline._normalisation(cfg)
+    matrix, offset = augment.jitter_matrix(tf.constant([3, 4], tf.int64), tf.constant(0.5), 0.05, 0.1, 0.1, 0.02)
+    colour = lambda x: pipeline.jitter_and_normalise(x, matrix, offset, scale, bias)  # noqa: E731
+    rng = np.random.default_rng(2)
+    for shape in ((20, 30, 3), (80, 90, 3)):  # smaller and larger than the 50 x 50 output
+        pixels = tf.constant(rng.uniform(90, 160, size=shape), tf.float32)  # no clipping at these values
+        out = pipeline.colour_and_resize(pixels, 50, colour).numpy()
+        np.testing.assert_allclose(out, colour(tf.image.resize(pixels, [50, 50])).numpy(), atol=1e-4)
+        np.testing.assert_allclose(out, tf.image.resize(colour(pixels), [50, 50]).numpy(), atol=1e-4)
+
+
+def test_encoded_targets_decode_back_to_the_boxes(tmp_path):
+    root = tmp_path / "coco"
+    synthetic.write_split(str(root), "train2017", 6, seed=4, workers=1)
+    prepare.prepare(str(root / "train2017"), str(root / "annotations" / "instances_train2017.json"), "train",
+                    str(tmp_path / "train"), num_shards=1)
+    cfg = _cfg(tmp_path)
+    anchors = default_boxes(cfg.model)
+    manifest = pipeline.read_manifest(str(tmp_path / "train"))
+    for i, serialized in enumerate(tf.data.TFRecordDataset(manifest["paths"])):
+        parsed = records.parse(serialized)
+        _, boxes, labels, crowd = pipeline.train_example(cfg, anchors, parsed, tf.constant([9, i], tf.int64),
+                                                         encode=False)
+        loc, cls = match(boxes, labels, crowd, anchors, cfg.model.box_variances)
+        positive = cls.numpy() > 0
+        decoded = box_coder.decode(loc, anchors, cfg.model.box_variances).numpy()[positive]
+        # Every positive decodes to one of the boxes, with that box's label ...
+        dist = np.abs(decoded[:, None, :] - boxes.numpy()[None]).max(-1)
+        nearest = dist.argmin(1)
+        assert np.all(dist.min(1) < 1e-4)
+        assert np.array_equal(labels.numpy()[nearest], cls.numpy()[positive])
+        # ... and every box is some positive's target.
+        assert set(nearest) == set(range(len(labels)))
+
+
+def test_crowd_boxes_are_never_positive_and_empty_images_are_background(coco128_dir):
+    cfg = _cfg(coco128_dir)
+    anchors = default_boxes(cfg.model)
+    manifest = pipeline.read_manifest(str(coco128_dir / "train"))
+    with_crowd = 0
+    for i, serialized in enumerate(tf.data.TFRecordDataset(manifest["paths"])):
+        parsed = records.parse(serialized)
+        if not np.any(parsed["crowd"].numpy()):
+            continue
+        with_crowd += 1
+        parsed["labels"] = tf.where(parsed["crowd"], 999, parsed["labels"])  # mark the crowd boxes
+        for k in range(3):
+            _, (_, cls) = pipeline.train_example(cfg, anchors, parsed, tf.constant([i, k], tf.int64))
+            assert not np.any(cls.numpy() == 999)
+    assert with_crowd > 0
+    # An image without boxes (e.g. all its annotations dropped) trains as background only.
+    image = tf.io.encode_jpeg(tf.zeros([40, 50, 3], tf.uint8)).numpy()
+    parsed = records.parse(records.to_example(image, 1, 40, 50, np.zeros([0, 4]), [], []))
+    images, (loc, cls) = pipeline.train_example(cfg, anchors, parsed, tf.constant([0, 0], tf.int64))
+    assert images.shape == (300, 300, 3) and not np.any(cls.numpy()) and not np.any(loc.numpy())
+
+
+def test_eval_every_image_exactly_once(coco128_dir):
+    cfg = _cfg(coco128_dir)
+    manifest = pipeline.read_manifest(str(coco128_dir / "val"))
+    sizes = {}
+    for s in tf.data.TFRecordDataset(manifest["paths"]):
+        r = records.parse(s)
+        sizes[int(r["image_id"])] = [int(r["height"]), int(r["width"])]
+    seen, batch_counts = [], []
+    for rank in range(3):
+        n = 0
+        for batch in pipeline.eval_dataset(cfg, rank, 3):
+            n += 1
+            valid = batch["valid"].numpy()
+            assert batch["image"].shape == (5, 300, 300, 3)
+            for image_id, size in zip(batch["image_id"].numpy()[valid], batch["orig_size"].numpy()[valid]):
+                assert sizes[int(image_id)] == size.tolist()
+            seen += batch["image_id"].numpy()[valid].tolist()
+            assert np.all(batch["image_id"].numpy()[~valid] == -1)
+        batch_counts.append(n)
+    assert batch_counts == [9, 9, 9]
+    assert sorted(seen) == sorted(sizes) and len(seen) == 128
+
+
+def test_real_horovod_ranks(coco128_dir, hvd_launch, repo_root, tmp_path):
+    out = tmp_path / "ranks.json"
+    hvd_launch([str(repo_root / "tests" / "data_ranks.py"), str(coco128_dir), str(out)], np=2, timeout=300)
+    result = json.loads(out.read_text())
+    assert result["train_steps"] == [15, 15]
+    for epoch, (a, b) in result["train"].items():
+        assert len(a) == len(b) == 60 and not set(a) & set(b)
+    assert result["train"]["0"] != result["train"]["1"]
+    assert result["eval_batches"] == [13, 13]
+    a, b = result["eval"]
+    assert len(a) + len(b) == 128 and len(set(a) | set(b)) == 128
