@@ -4,10 +4,12 @@
 #   ./setup_env.sh [--test] [--gpu]
 #
 #   --test  also install requirements-test.txt (pytest, CPU PyTorch for the reference comparisons)
-#   --gpu   tensorflow[and-cuda] instead of tensorflow-cpu (same version), Horovod built with NCCL
+#   --gpu   tensorflow[and-cuda] (the same version, with the CUDA libraries), Horovod built with NCCL
 #
 # Idempotent: a second call whose inputs (requirements files, this script, the flags) are unchanged
-# only re-runs the final check. A venv whose python is broken is recreated; a stale one is updated.
+# only re-runs the final check (an install with --test also serves a call without it). A venv whose
+# python is broken, or that was made from other pins, is recreated; one with a missing or broken
+# package is repaired in place.
 # Horovod 0.28.1 is built once from its source package (about 12 minutes on 2 cores) and the wheel
 # is cached in $SSD_WHEEL_CACHE (default ~/.cache/ssd-large/wheels), outside the checkout.
 #
@@ -53,15 +55,24 @@ fi
 WITH_MPI=0
 if command -v mpicxx >/dev/null && command -v mpirun >/dev/null; then WITH_MPI=1; fi
 
-stamp_value() {
+# The stamp: a hash of the inputs, then the flags it was installed with.
+inputs_hash() {
   cat "$ROOT/requirements.txt" "$ROOT/requirements-test.txt" "$ROOT/setup_env.sh" | sha256sum | cut -c1-16
-  echo "test=$WITH_TEST gpu=$WITH_GPU mpi=$WITH_MPI"
+}
+stamp_value() {
+  printf '%s gpu=%s mpi=%s test=%s\n' "$(inputs_hash)" "$WITH_GPU" "$WITH_MPI" "$WITH_TEST"
 }
 STAMP="$VENV/.ssd-setup-stamp"
 
+read -r stamp_hash stamp_gpu stamp_mpi stamp_test 2>/dev/null < "$STAMP" || stamp_hash=""
 if [[ -d "$VENV" ]] && ! "$VENV/bin/python" -c 'import sys' >/dev/null 2>&1; then
   log "venv $VENV is broken (its python does not run): recreating it"
   rm -rf "$VENV"
+elif [[ -n "$stamp_hash" && "$stamp_hash $stamp_gpu $stamp_mpi" != "$(inputs_hash) gpu=$WITH_GPU mpi=$WITH_MPI" ]]; then
+  # Other pins or flags: start clean, so nothing of the old set (a replaced distribution) stays behind.
+  log "venv $VENV was made from other pins or flags: recreating it"
+  rm -rf "$VENV"
+  stamp_hash=""
 fi
 if [[ ! -d "$VENV" ]]; then
   log "creating venv $VENV"
@@ -79,7 +90,7 @@ install() {
   local reqs
   reqs=$(mktemp)
   if [[ "$WITH_GPU" == 1 ]]; then
-    sed -E 's/^tensorflow-cpu==/tensorflow[and-cuda]==/' "$ROOT/requirements.txt" > "$reqs"
+    sed -E 's/^tensorflow==/tensorflow[and-cuda]==/' "$ROOT/requirements.txt" > "$reqs"
   else
     cp "$ROOT/requirements.txt" "$reqs"
   fi
@@ -89,7 +100,7 @@ install() {
   rm -f "$reqs"
 
   local tf_version key wheel_dir build
-  tf_version=$("$VPY" -c 'import importlib.metadata as m; print(m.version("tensorflow-cpu" if '"$WITH_GPU"' == 0 else "tensorflow"))')
+  tf_version=$("$VPY" -c 'import importlib.metadata as m; print(m.version("tensorflow"))')
   key="horovod-$HOROVOD_VERSION-tf$tf_version-py311-mpi$WITH_MPI-gpu$WITH_GPU"
   wheel_dir="$CACHE/$key"
   if ! ls "$wheel_dir"/horovod-*.whl >/dev/null 2>&1; then
@@ -149,10 +160,11 @@ checked() {  # check(), printing its output only on failure
   return 1
 }
 
-if [[ "$(cat "$STAMP" 2>/dev/null)" == "$(stamp_value)" ]] && checked; then
+# Up to date: same inputs and flags, and the tests' packages too where asked for.
+if [[ -n "$stamp_hash" && ( "$WITH_TEST" == 0 || "$stamp_test" == "test=1" ) ]] && checked; then
   :
 else
-  [[ -f "$STAMP" ]] && log "the environment is stale or broken: repairing it"
+  if [[ -n "$stamp_hash" ]]; then log "the environment is incomplete or broken: repairing it"; fi
   install
   checked || { rm -f "$STAMP"; die "the environment check failed (message above)"; }
 fi

@@ -29,6 +29,7 @@ import time
 
 import numpy as np
 
+from benchmark import save_result
 from ssd import coco_eval
 
 _MAX_DETECTIONS = 200
@@ -173,11 +174,7 @@ def main(argv: list[str] | None = None) -> None:
     if result["seconds_graph_postprocess_per_image_cpu"] is not None:
         print(f"in-graph post-processing on CPU (ssd_large shapes): "
               f"{result['seconds_graph_postprocess_per_image_cpu'] * 1000:.1f} ms per image")
-    os.makedirs(os.path.dirname(args.out), exist_ok=True)
-    with open(args.out, "w") as f:
-        json.dump(result, f, indent=2)
-        f.write("\n")
-    print(f"wrote {args.out}")
+    save_result(args.out, result)
 
 
 if __name__ == "__main__":

@@ -20,7 +20,6 @@ rates are recorded too. Prints both and writes benchmark/results/input_pipeline.
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import platform
 import sys
@@ -30,6 +29,7 @@ import time
 import ssd  # noqa: F401
 import tensorflow as tf
 
+from benchmark import save_result
 from ssd.anchors import default_boxes
 from ssd.config import load_config
 from ssd.data import augment, pipeline, prepare, records
@@ -122,11 +122,7 @@ def main(argv: list[str] | None = None) -> None:
           f"per core ({result['images_per_s']:.1f} images/s wall clock on {args.cores} threads)")
     print(f"baseline (decode + crop + resize):                        {result['baseline_images_per_s_per_core']:.1f} "
           f"images/s per core ({result['baseline_images_per_s']:.1f} images/s wall clock)")
-    os.makedirs(os.path.dirname(args.out), exist_ok=True)
-    with open(args.out, "w") as f:
-        json.dump(result, f, indent=2)
-        f.write("\n")
-    print(f"wrote {args.out}")
+    save_result(args.out, result)
 
 
 if __name__ == "__main__":

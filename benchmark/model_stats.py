@@ -11,7 +11,6 @@ image, with the variables frozen to constants; the reference gives about 433 GFL
 from __future__ import annotations
 
 import argparse
-import json
 import os
 
 import numpy as np
@@ -20,10 +19,10 @@ import ssd  # noqa: F401  (selects Keras 2 before TensorFlow is imported)
 import tensorflow as tf
 from tensorflow.python.framework.convert_to_constants import convert_variables_to_constants_v2
 
+from benchmark import RESULTS, save_result
 from ssd import anchors, config
 from ssd.model import build_model
 
-RESULTS = os.path.join(os.path.dirname(__file__), "results")
 
 
 def forward_flops(model, image_size: int) -> int:
@@ -55,12 +54,9 @@ def main(argv: list[str] | None = None) -> None:
     stats = model_stats(cfg)
     for key, value in stats.items():
         print(f"{key}={value}")
-    os.makedirs(RESULTS, exist_ok=True)
     record = {"command": "python -m benchmark.model_stats --config " + " ".join([args.config, *args.overrides]),
               "config": config.to_dict(cfg)["model"], **stats}
-    with open(os.path.join(RESULTS, f"model_stats_{args.config}.json"), "w") as f:
-        json.dump(record, f, indent=2)
-        f.write("\n")
+    save_result(os.path.join(RESULTS, f"model_stats_{args.config}.json"), record)
 
 
 if __name__ == "__main__":

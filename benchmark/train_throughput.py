@@ -30,13 +30,13 @@ import numpy as np
 import ssd  # noqa: F401  (selects Keras 2 before TensorFlow is imported)
 import tensorflow as tf
 
+from benchmark import RESULTS, save_result
 from benchmark.model_stats import forward_flops
 from ssd import config, distributed
 from ssd.anchors import default_boxes
 from ssd.model import build_model
 from ssd.train import make_optimizer, make_train_step, set_precision
 
-RESULTS = os.path.join(os.path.dirname(__file__), "results")
 
 # Dense peak TFLOP/s per GPU by (name fragment, precision): float32 as TF32 on tensor cores.
 GPU_PEAK_TFLOPS = {
@@ -136,7 +136,6 @@ def main(argv: list[str] | None = None) -> None:
         print(f"{key}={record[key]}")
     if not np.isfinite(final_loss):
         sys.exit(f"non-finite loss {final_loss}: the figures above are not valid")
-    os.makedirs(RESULTS, exist_ok=True)
     path = os.path.join(RESULTS, f"train_throughput_{slug}.json")
     runs = []
     if os.path.exists(path):
@@ -144,10 +143,7 @@ def main(argv: list[str] | None = None) -> None:
             runs = json.load(f).get("runs", [])
     setting = ("precision", "xla", "image_size", "width_multiplier", "batch_per_rank", "ranks")
     runs = [r for r in runs if any(r.get(k) != record[k] for k in setting)] + [record]
-    with open(path, "w") as f:
-        json.dump({**record, "runs": runs}, f, indent=2)
-        f.write("\n")
-    print(f"wrote {path}")
+    save_result(path, {**record, "runs": runs})
 
 
 if __name__ == "__main__":

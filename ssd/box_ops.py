@@ -20,17 +20,18 @@ def cxcywh_to_xyxy(boxes):
 
 
 def iou(a, b):
-    """Pairwise intersection over union: a [m, 4] xyxy, b [n, 4] xyxy -> [m, n].
+    """Pairwise intersection over union: a [..., m, 4] xyxy, b [..., n, 4] xyxy -> [..., m, n].
 
-    A pair whose union is empty (two zero-area boxes) has IoU 0.
+    Leading dimensions are batch dimensions. A pair whose union is empty (two zero-area boxes) has
+    IoU 0. Per-coordinate [m, 1] x [1, n] tensors: TF's CPU kernels broadcast these several times
+    faster than [m, n, 2] slices, which matters in the input pipeline (15130 default boxes per image).
     """
     a = tf.convert_to_tensor(a)
     b = tf.convert_to_tensor(b, dtype=a.dtype)
-    lt = tf.maximum(a[:, None, :2], b[None, :, :2])  # [m, n, 2]
-    rb = tf.minimum(a[:, None, 2:], b[None, :, 2:])
-    wh = tf.maximum(rb - lt, 0.0)
-    inter = wh[..., 0] * wh[..., 1]
-    area_a = (a[:, 2] - a[:, 0]) * (a[:, 3] - a[:, 1])
-    area_b = (b[:, 2] - b[:, 0]) * (b[:, 3] - b[:, 1])
-    union = area_a[:, None] + area_b[None, :] - inter
+    ax1, ay1, ax2, ay2 = (t[..., :, None] for t in tf.unstack(a, 4, axis=-1))  # [..., m, 1]
+    bx1, by1, bx2, by2 = (t[..., None, :] for t in tf.unstack(b, 4, axis=-1))  # [..., 1, n]
+    iw = tf.maximum(tf.minimum(ax2, bx2) - tf.maximum(ax1, bx1), 0.0)
+    ih = tf.maximum(tf.minimum(ay2, by2) - tf.maximum(ay1, by1), 0.0)
+    inter = iw * ih
+    union = (ax2 - ax1) * (ay2 - ay1) + (bx2 - bx1) * (by2 - by1) - inter
     return tf.math.divide_no_nan(inter, union)

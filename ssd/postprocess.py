@@ -19,20 +19,8 @@ from __future__ import annotations
 import numpy as np
 import tensorflow as tf
 
-from ssd import box_coder
+from ssd import box_coder, box_ops
 from ssd.config import Config
-
-
-def pairwise_iou(boxes: tf.Tensor) -> tf.Tensor:
-    """IoU of every pair within each set: boxes [..., T, 4] xyxy -> [..., T, T] float32.
-
-    Empty boxes (area 0) have IoU 0 with everything, themselves included.
-    """
-    a, b = boxes[..., :, None, :], boxes[..., None, :, :]  # [..., T, 1, 4], [..., 1, T, 4]
-    wh = tf.maximum(tf.minimum(a[..., 2:], b[..., 2:]) - tf.maximum(a[..., :2], b[..., :2]), 0.0)
-    inter = wh[..., 0] * wh[..., 1]
-    area = (boxes[..., 2] - boxes[..., 0]) * (boxes[..., 3] - boxes[..., 1])
-    return tf.math.divide_no_nan(inter, area[..., :, None] + area[..., None, :] - inter)
 
 
 def greedy_nms(boxes: tf.Tensor, valid: tf.Tensor, iou_threshold: float) -> tf.Tensor:
@@ -41,7 +29,7 @@ def greedy_nms(boxes: tf.Tensor, valid: tf.Tensor, iou_threshold: float) -> tf.T
     boxes [..., T, 4] xyxy, valid [..., T] bool (candidates that take part) -> keep [..., T] bool.
     Candidate i is kept when it is valid and no kept candidate j < i has IoU(i, j) >= iou_threshold.
     """
-    overlaps = pairwise_iou(boxes) >= iou_threshold  # [..., T, T], symmetric
+    overlaps = box_ops.iou(boxes, boxes) >= iou_threshold  # [..., T, T], symmetric
     num = tf.shape(valid)[-1]
 
     def step(i, keep):

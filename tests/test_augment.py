@@ -4,7 +4,6 @@ import io
 import json
 
 import numpy as np
-import pytest
 import tensorflow as tf
 from PIL import Image, ImageDraw
 

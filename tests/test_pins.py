@@ -26,21 +26,18 @@ def requirements(repo_root):
 
 
 def tensorflow_cuda_pins(version):
-    """TensorFlow's `and-cuda` extra: {wheel: version} of the installed TensorFlow (CPU or GPU build)."""
-    for dist in ("tensorflow", "tensorflow-cpu"):
-        try:
-            if importlib.metadata.version(dist) != version:
-                continue
-            requires = importlib.metadata.requires(dist)
-        except importlib.metadata.PackageNotFoundError:
-            continue
-        pins = [re.match(r"([\w-]+)\s*==\s*([\d.]+)\s*;\s*extra\s*==\s*['\"]and-cuda['\"]", r) for r in requires]
-        return {m.group(1): m.group(2) for m in pins if m}
-    pytest.fail(f"TensorFlow {version} is not installed in this environment")
+    """TensorFlow's `and-cuda` extra: {wheel: version} of the installed TensorFlow."""
+    try:
+        installed, requires = importlib.metadata.version("tensorflow"), importlib.metadata.requires("tensorflow")
+    except importlib.metadata.PackageNotFoundError:
+        pytest.fail("TensorFlow is not installed in this environment")
+    assert installed == version
+    pins = [re.match(r"([\w-]+)\s*==\s*([\d.]+)\s*;\s*extra\s*==\s*['\"]and-cuda['\"]", r) for r in requires]
+    return {m.group(1): m.group(2) for m in pins if m}
 
 
 def test_python_packages_match_requirements(args, requirements, repo_root):
-    assert args["TENSORFLOW_VERSION"] == requirements["tensorflow-cpu"]
+    assert args["TENSORFLOW_VERSION"] == requirements["tensorflow"]
     assert args["TF_KERAS_VERSION"] == requirements["tf-keras"]
     setup = (repo_root / "setup_env.sh").read_text()
     assert args["HOROVOD_VERSION"] == re.search(r"^HOROVOD_VERSION=(\S+)$", setup, re.M).group(1)

@@ -9,7 +9,7 @@ import tensorflow as tf
 
 from ssd import box_ops
 from ssd.config import load_config
-from ssd.postprocess import greedy_nms, pairwise_iou, postprocess
+from ssd.postprocess import greedy_nms, postprocess
 
 # Default boxes (cx, cy, w, h); with zero offsets they decode to themselves. Dyadic values, so
 # the corners and the IoUs below are exact in float32.
@@ -158,12 +158,12 @@ def test_no_detection_above_threshold_gives_zero_rows():
     assert not out["scores"].any() and not out["classes"].any() and not out["boxes"].any()
 
 
-def test_pairwise_iou_matches_box_ops_iou():
+def test_batched_iou_matches_per_set_iou():
     rng = np.random.default_rng(2)
     xy = rng.uniform(0, 0.6, size=(2, 7, 2))
     boxes = np.concatenate([xy, xy + rng.uniform(0, 0.4, size=(2, 7, 2))], axis=-1).astype(np.float32)
     boxes[0, 3] = [0.2, 0.2, 0.2, 0.5]  # zero area
-    batched = pairwise_iou(boxes).numpy()
+    batched = box_ops.iou(boxes, boxes).numpy()  # the NMS overlaps: every pair within each set
     for b in range(2):
         np.testing.assert_allclose(batched[b], box_ops.iou(boxes[b], boxes[b]).numpy(), rtol=1e-6)
     assert batched[0, 3, 3] == 0.0

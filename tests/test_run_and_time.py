@@ -1,6 +1,7 @@
 """run_and_time.sh: each system config's commands (--dry-run) and the arithmetic in its comments;
 the built-in default end to end (slow)."""
 
+import json
 import math
 import os
 import re
@@ -123,7 +124,7 @@ def test_built_in_default_end_to_end(repo_root, tmp_path):
     """`./run_and_time.sh` as a user runs it: RESULT line, passing check, the run directory's files."""
     env = dict(os.environ, LOG_DIR=str(tmp_path), RUN_NAME="default")
     proc = subprocess.run([str(repo_root / "run_and_time.sh")], env=env, cwd=repo_root, stdout=subprocess.PIPE,
-                          stderr=subprocess.STDOUT, text=True, timeout=3 * 3600)
+                          stderr=subprocess.STDOUT, text=True, timeout=40 * 60)
     assert proc.returncode == 0, proc.stdout[-8000:]
     result = re.search(r"^RESULT,SSD_LARGE,,(\d+),[^,]+,(.+)$", proc.stdout, re.M)
     assert result and "STARTING TIMING RUN AT" in proc.stdout and "ENDING TIMING RUN AT" in proc.stdout
@@ -137,3 +138,5 @@ def test_built_in_default_end_to_end(repo_root, tmp_path):
     minutes = run_minutes(read_log(str(run_dir / "mlperf_log.txt")))
     assert 0 < minutes * 60 <= int(result.group(1)) + 1
     assert math.isfinite(minutes)
+    evals = [e["map"] for e in json.loads((run_dir / "metrics.json").read_text())["epochs"] if "map" in e]
+    assert evals and evals[-1] >= 0.225, evals

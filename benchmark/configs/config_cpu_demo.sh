@@ -4,8 +4,8 @@
 # set in the environment instead.
 #
 #   global batch = 2 ranks x 16 = 32 images per step
-#   LR           = demo base_lr 2.5e-3 x 32 / lr_reference_batch 1 = 0.08, after 50 warmup steps
-#                  (from 0.1 x 0.08); x0.1 after epoch 10
+#   LR           = demo base_lr 0.02 x 32 / 32 = 0.02, after 100 warmup steps
+#                  (from 0.1 x 0.02); x0.1 after epoch 10
 #   data         = 2000 train / 200 val generated images -> 62 steps per epoch
 if [[ -n "${COCO_DIR:-}" ]]; then CONFIG=${CONFIG:-ssd_large}; else CONFIG=${CONFIG:-demo}; fi
 NNODES=${NNODES:-1}
