@@ -45,8 +45,9 @@ def test_boundary_inside_warmup_applies_both():
 
 
 def test_no_warmup_and_scaling_rule():
-    cfg = config.load_config("demo", ["train.warmup_steps=0"])
-    s = schedule.from_config(cfg.train, global_batch=32, steps_per_epoch=10)
-    assert lr(s, 0) == np.float32(2.5e-3 * 32 / 1)  # demo: lr_reference_batch 1
-    assert lr(s, 99) == np.float32(2.5e-3 * 32)  # boundary epoch 10 = step 100
-    assert lr(s, 100) == np.float32(2.5e-3 * 32 * 0.1)
+    cfg = config.load_config("demo", ["train.warmup_steps=0", "train.base_lr=0.02", "train.lr_reference_batch=32",
+                                      "train.lr_decay_epochs=10"])
+    s = schedule.from_config(cfg.train, global_batch=64, steps_per_epoch=10)
+    assert lr(s, 0) == np.float32(0.02 * 64 / 32)  # scaled by global batch / reference batch
+    assert lr(s, 99) == np.float32(0.02 * 64 / 32)  # boundary epoch 10 = step 100
+    assert lr(s, 100) == np.float32(0.02 * 64 / 32 * 0.1)

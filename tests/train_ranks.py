@@ -47,7 +47,8 @@ def main() -> None:
 
     world = distributed.init()
     cfg = config.load_config("demo", [f"train.batch_size={args.batch}",
-                                      "train.warmup_steps=2", "train.base_lr=1e-4", *args.overrides])
+                                      "train.warmup_steps=2", "train.base_lr=1e-4", "train.lr_reference_batch=1",
+                                      *args.overrides])  # fixed LR rule: independent of the demo preset
     set_precision(cfg.train.precision)
     tf_keras.utils.set_random_seed(7 + 100 * world.rank)  # rank 0 starts like a 1-rank run
     model = build_model(cfg.model)
