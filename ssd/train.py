@@ -286,7 +286,10 @@ def setup(cfg: config.Config, resume: bool = False) -> TrainState:
         if cfg.train.checkpoint_every_steps or cfg.train.checkpoint_every_epochs:
             state.ckpts.warm_up_async()
         if state.scorer is not None:
-            state.scorer.ready()
+            try:
+                state.scorer.ready()
+            except ScorerFailed as err:  # e.g. val/instances.json unreadable: one line, not a traceback
+                raise SystemExit(f"ssd.train: {err}") from None
         if world.rank == 0:
             config.write_config(cfg, cfg.run.run_dir)
             config.write_config(cfg, ckpt_dir)

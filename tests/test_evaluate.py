@@ -97,6 +97,26 @@ def test_one_rank_without_horovod(setup, tmp_path, capsys):
     np.testing.assert_allclose(fast["stats"], result["stats"], rtol=0, atol=1e-15)
 
 
+def test_xla_detector_is_traced_once_and_detects_as_without(setup):
+    """train.xla compiles the detector (model and post-processing) with XLA: one trace for any batch."""
+    ckpt, _ = setup
+    cfg = config.read_config(str(ckpt / "config.json"))
+    model = restore_model(str(ckpt), cfg)
+    plain = detector(model, cfg, default_boxes(cfg.model))
+    cfg.train.xla = True
+    xla = detector(model, cfg, default_boxes(cfg.model))
+    for batch in (2, 3):
+        images = tf.random.stateless_normal([batch, 300, 300, 3], seed=[batch, 7])
+        a, b = xla(images), plain(images)
+        np.testing.assert_array_equal(a["num"].numpy(), b["num"].numpy())
+        # XLA fuses the float32 ops differently: near-tied detections may swap places.
+        np.testing.assert_allclose(a["scores"].numpy(), b["scores"].numpy(), rtol=1e-4, atol=1e-6)
+        same = a["classes"].numpy() == b["classes"].numpy()
+        assert same.mean() > 0.95
+        np.testing.assert_allclose(a["boxes"].numpy()[same], b["boxes"].numpy()[same], rtol=1e-3, atol=1e-4)
+    assert xla.experimental_get_tracing_count() == plain.experimental_get_tracing_count() == 1
+
+
 def _run_ranks(hvd_launch, setup, out_dir, np_, launcher, *overrides, check=True):
     ckpt, data = setup
     out_dir.mkdir()
