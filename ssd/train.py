@@ -429,16 +429,16 @@ def train_epochs(state: TrainState) -> str:
 
 def train_one_epoch(state: TrainState, epoch: int) -> str | None:
     """Epoch `epoch` (1-based) from state.step on; returns 'target' or 'max_steps' when the run stops
-    in it. At its end a pending score is waited for (it is known before the next evaluation), and
-    the batch-norm moving statistics are averaged over the ranks (they are per rank: every rank then
-    evaluates and checkpoints the same model)."""
+    in it. At its end a pending score is waited for (it is known before the next evaluation and
+    before run_stop), and the batch-norm moving statistics are averaged over the ranks (they are
+    per rank: every rank then evaluates and checkpoints the same model)."""
     with state.mll.epoch(epoch):
         state.report.start_epoch(epoch, state.step)
         with state.timing.part("train_steps"):
             stop = _run_steps(state, epoch)
         state.report.end_steps()
-        if stop is None and state.pending is not None:
-            stop = _collect_score(state, block=True)
+        if state.pending is not None:
+            stop = _collect_score(state, block=True) or stop
         if state.world.size > 1:
             distributed.average(state.model.non_trainable_variables)
     state.report.end_epoch(state.step, evaluated=stop is None and epoch in state.eval_epochs)
