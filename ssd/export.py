@@ -70,14 +70,14 @@ class InferenceModule(tf.Module):
 
 def export(checkpoint_dir: str, cfg: config.Config, out_dir: str) -> dict[str, str]:
     """Writes the four exports of checkpoint_dir (see the module docstring); returns their paths."""
-    from ssd.evaluate import load_checkpoint_model
+    from ssd.checkpoint import restore_model
 
     os.makedirs(out_dir, exist_ok=True)
     config.write_config(cfg, out_dir)
     paths = {}
     for layout, data_format in FORMATS.items():
         layout_cfg = dataclasses.replace(cfg, model=dataclasses.replace(cfg.model, data_format=data_format))
-        module = InferenceModule(load_checkpoint_model(checkpoint_dir, layout_cfg), layout_cfg, layout)
+        module = InferenceModule(restore_model(checkpoint_dir, layout_cfg), layout_cfg, layout)
         saved = os.path.join(out_dir, f"saved_model_{layout}")
         tf.saved_model.save(module, saved, signatures={"serving_default": module.serve})
         config.write_config(layout_cfg, saved)

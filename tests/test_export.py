@@ -9,7 +9,8 @@ import tensorflow as tf
 
 from ssd import config, export
 from ssd.anchors import default_boxes
-from ssd.evaluate import detector, evaluate_detector, load_checkpoint_model, saved_model_detector
+from ssd.checkpoint import restore_model
+from ssd.evaluate import Evaluator, detector, saved_model_detector
 from ssd.model import reference_layout
 from test_evaluate import write_setup
 
@@ -41,7 +42,7 @@ def test_export_writes_four_models_with_the_named_outputs(exported):
         "py_location_pred": (3, 4, n), "py_cls_pred": (3, c, n)}
     assert got["detection_classes"].dtype == np.int32
     # The checkpoint's model: the same raw outputs in the reference layout, the same detections.
-    model = load_checkpoint_model(str(ckpt), cfg)
+    model = restore_model(str(ckpt), cfg)
     loc, logits = model(images, training=False)
     py_loc, py_cls = reference_layout(loc, logits)
     np.testing.assert_allclose(got["py_location_pred"], py_loc.numpy(), rtol=1e-5, atol=1e-5)
@@ -78,8 +79,8 @@ def test_nchw_export_takes_nchw_input_and_agrees_with_nhwc(exported):
 def test_evaluating_the_export_gives_the_checkpoint_stats(exported, layout):
     cfg, ckpt, out, _ = exported
     anchors = default_boxes(cfg.model)
-    from_checkpoint = evaluate_detector(detector(load_checkpoint_model(str(ckpt), cfg), cfg, anchors), cfg, 0, 1)
-    from_export = evaluate_detector(saved_model_detector(str(out / f"saved_model_{layout}")), cfg, 0, 1)
+    from_checkpoint = Evaluator(detector(restore_model(str(ckpt), cfg), cfg, anchors), cfg, 0, 1).evaluate()
+    from_export = Evaluator(saved_model_detector(str(out / f"saved_model_{layout}")), cfg, 0, 1).evaluate()
     assert from_export["num_images"] == from_checkpoint["num_images"]
     if layout == "nhwc":  # the same graph: the same numbers
         assert from_export["stats"] == from_checkpoint["stats"]

@@ -73,8 +73,12 @@ def test_run_status(tmp_path, succeed, status):
             pass
         if succeed:
             run.success()
-    keys = [(r["key"], r["metadata"].get("status")) for r in records(tmp_path / "log.txt")]
+    logged = records(tmp_path / "log.txt")
+    keys = [(r["key"], r["metadata"].get("status")) for r in logged]
     assert keys == [("run_start", None), ("epoch_start", None), ("epoch_stop", None), ("run_stop", status)]
+    # The run's own times are the logged ones: timing.json's run_seconds is the score as logged.
+    assert (run.start_ms, run.stop_ms) == (logged[0]["time_ms"], logged[-1]["time_ms"])
+    assert run.run_seconds == (logged[-1]["time_ms"] - logged[0]["time_ms"]) / 1000
 
 
 def test_exception_closes_every_block_and_aborts(tmp_path):
