@@ -46,8 +46,8 @@ class DataConfig:
     shuffle_buffer: int = 4096
     augment: bool = True
     deterministic: bool = False  # same seed -> same batches (slower: ordered, single-threaded map)
-    crop_min_ious: tuple[float, ...] = (-1.0, 0.1, 0.3, 0.5, 0.7, 0.9)  # -1: no crop
-    crop_max_trials: int = 50
+    crop_max_trials: int = 1  # windows tried per drawn crop option (the reference's 1; logged as max_samples)
+    ignore_crowd: bool = False  # False: crowd boxes are ordinary boxes (the reference); True: never crop by or match them
     brightness: float = 0.125
     contrast: float = 0.5
     saturation: float = 0.5

@@ -34,29 +34,34 @@ def test_crop_window_and_crop_boxes_by_hand():
 
 def test_sample_crop_meets_its_constraints():
     boxes = tf.constant([[0.1, 0.1, 0.4, 0.5], [0.5, 0.4, 0.9, 0.9], [0.0, 0.0, 1.0, 1.0]])
-    crowd = tf.constant([False, False, True])
-    objects = boxes[:2]
-    seen_crop = 0
-    for i in range(40):
-        for min_iou in (0.1, 0.3, 0.5):
-            crop = augment.sample_crop(boxes, crowd, _seed(i), (min_iou,), 50)
-            if crop.numpy().tolist() == [0.0, 0.0, 1.0, 1.0]:
-                continue
-            seen_crop += 1
+    crops = {True: 0, False: 0}
+    for i in range(60):
+        crop, capped = augment.sample_crop(boxes, _seed(i), max_trials=50)
+        assert not capped
+        cropped = crop.numpy().tolist() != [0.0, 0.0, 1.0, 1.0]
+        crops[cropped] += 1
+        if cropped:
             w, h = crop[2] - crop[0], crop[3] - crop[1]
             assert 0.3 <= w <= 1.0 and 0.3 <= h <= 1.0 and 0.5 <= w / h <= 2.0
-            assert np.all(box_ops.iou(crop[None], objects).numpy() > min_iou)
-            centres = (objects[:, :2] + objects[:, 2:]) / 2
+            centres = (boxes[:, :2] + boxes[:, 2:]) / 2
             assert np.any(np.all((centres > crop[:2]) & (centres < crop[2:]), axis=1))
-    assert seen_crop >= 20  # the sampler does crop (here in about a third of the draws)
-    assert augment.sample_crop(boxes, crowd, _seed(0), (-1.0,), 50).numpy().tolist() == [0, 0, 1, 1]
-    # Only crowd boxes, or none: nothing to satisfy the IoU rule with, so no crop.
-    assert augment.sample_crop(boxes[2:], crowd[2:], _seed(0), (0.1,), 50).numpy().tolist() == [0, 0, 1, 1]
-    assert augment.sample_crop(tf.zeros([0, 4]), tf.zeros([0], bool), _seed(0), (0.1,), 50).numpy().tolist() == [0, 0, 1, 1]
+    assert crops[True] >= 15 and crops[False] >= 5  # both outcomes occur (the distribution: test_crop_distribution)
     # Stateless: the same seed, the same crop.
-    a = augment.sample_crop(boxes, crowd, _seed(3), (-1.0, 0.1, 0.3), 50)
-    b = augment.sample_crop(boxes, crowd, _seed(3), (-1.0, 0.1, 0.3), 50)
+    a, _ = augment.sample_crop(boxes, _seed(3), 50)
+    b, _ = augment.sample_crop(boxes, _seed(3), 50)
     assert a.numpy().tolist() == b.numpy().tolist()
+
+
+def test_sample_crop_without_boxes_only_keeps_and_its_cap_is_reported():
+    # No box: every try fails (no centre inside), so only the "keep" option (1 in 7) ends the loop.
+    # With a cap of 16 draws the cap is hit with probability (6/7)^16 = 0.085: capped, no crop.
+    f = tf.function(lambda s: augment.sample_crop(tf.zeros([0, 4]), s, 1, max_draws=16))
+    results = [f(_seed(i)) for i in range(1000)]
+    assert all(c.numpy().tolist() == [0.0, 0.0, 1.0, 1.0] for c, _ in results)
+    capped = sum(bool(k) for _, k in results)
+    p = (6 / 7) ** 16
+    assert abs(capped - 1000 * p) < 4.5 * (1000 * p * (1 - p)) ** 0.5  # binomial, false alarm < 1e-5
+    assert not any(bool(augment.sample_crop(tf.zeros([0, 4]), _seed(i))[1]) for i in range(20))  # the real cap
 
 
 def test_random_flip_by_hand():
@@ -134,7 +139,7 @@ def _check_box_found_again(parsed, cfg, seeds):
 def test_boxes_after_crop_and_flip_cover_the_same_object(coco128):
     # Colour jitter off (its ranges 0) so the mark keeps its colour; crop and flip as in training.
     cfg = load_config("demo", ["data.brightness=0", "data.contrast=0", "data.saturation=0", "data.hue=0",
-                               "data.crop_min_ious=0.1,0.3,0.5"])
+                               "data.crop_max_trials=50"])
     data = json.loads((coco128 / "annotations" / "instances_train2017.json").read_text())
     for im in data["images"][:2] + [im for im in data["images"] if im["file_name"] == "000000000086.jpg"]:
         image = Image.open(coco128 / "train2017" / im["file_name"]).convert("RGB")
@@ -145,7 +150,7 @@ def test_boxes_after_crop_and_flip_cover_the_same_object(coco128):
 
 def test_boxes_after_crop_and_flip_cover_the_same_object_generated():
     cfg = load_config("demo", ["data.brightness=0", "data.contrast=0", "data.saturation=0", "data.hue=0",
-                               "data.crop_min_ious=0.1,0.5", "model.image_size=200"])
+                               "data.crop_max_trials=50", "model.image_size=200"])
     image = Image.new("RGB", (360, 320), (90, 110, 100))
     parsed = _marked_record(image, [40, 200, 150, 300])
     assert _check_box_found_again(parsed, cfg, range(10)) >= 5

@@ -139,22 +139,51 @@ def test_encoded_targets_decode_back_to_the_boxes(tmp_path):
         assert set(nearest) == set(range(len(labels)))
 
 
-def test_crowd_boxes_are_never_positive_and_empty_images_are_background(coco128_dir):
+def _crowd_records(coco128_dir):
+    """The coco128 train records that hold crowd boxes, those boxes' labels replaced by 999."""
+    manifest = pipeline.read_manifest(str(coco128_dir / "train"))
+    out = []
+    for serialized in tf.data.TFRecordDataset(manifest["paths"]):
+        parsed = records.parse(serialized)
+        if np.any(parsed["crowd"].numpy()):
+            parsed["labels"] = tf.where(parsed["crowd"], 999, parsed["labels"])
+            out.append(parsed)
+    assert out
+    return out
+
+
+def test_crowd_boxes_train_as_ordinary_boxes_as_in_the_reference(coco128_dir):
+    # The reference has no iscrowd filter: crowd boxes constrain the crop and match like any box.
+    cfg = _cfg(coco128_dir)
+    assert not cfg.data.ignore_crowd and not load_config("ssd_large").data.ignore_crowd
+    anchors = default_boxes(cfg.model)
+    positives = 0
+    for i, parsed in enumerate(_crowd_records(coco128_dir)):
+        _, (_, cls) = pipeline.train_example(cfg, anchors, parsed, tf.constant([i, 0], tf.int64))
+        positives += int(np.sum(cls.numpy() == 999))
+    assert positives > 0
+    # A crowd box alone: it is the box every crop must hold the centre of, so crops happen.
+    image = tf.io.encode_jpeg(tf.zeros([40, 50, 3], tf.uint8)).numpy()
+    parsed = records.parse(records.to_example(image, 1, 40, 50, np.array([[0.2, 0.2, 0.6, 0.7]]), [2], [1]))
+    kept = [pipeline.train_example(cfg, anchors, parsed, tf.constant([5, k], tf.int64), encode=False)[1].numpy()
+            for k in range(10)]
+    assert all(len(b) == 1 for b in kept)
+    assert sum(not np.allclose(b[0], [0.2, 0.2, 0.6, 0.7]) and not np.allclose(b[0], [0.4, 0.2, 0.8, 0.7])
+               for b in kept) >= 3  # cropped (neither the box nor its mirror image)
+    # data.ignore_crowd: crowd boxes neither match nor constrain the crop (a lone one: never cropped).
+    ignore = _cfg(coco128_dir, "data.ignore_crowd=true")
+    for k in range(6):
+        box = pipeline.train_example(ignore, anchors, parsed, tf.constant([5, k], tf.int64), encode=False)[1].numpy()
+        assert np.allclose(box, [[0.2, 0.2, 0.6, 0.7]]) or np.allclose(box, [[0.4, 0.2, 0.8, 0.7]])
+    for i, parsed in enumerate(_crowd_records(coco128_dir)):
+        _, (_, cls) = pipeline.train_example(ignore, anchors, parsed, tf.constant([i, 0], tf.int64))
+        assert not np.any(cls.numpy() == 999)
+
+
+def test_empty_images_are_background(coco128_dir):
+    # An image without boxes (e.g. all its annotations dropped) trains as background only.
     cfg = _cfg(coco128_dir)
     anchors = default_boxes(cfg.model)
-    manifest = pipeline.read_manifest(str(coco128_dir / "train"))
-    with_crowd = 0
-    for i, serialized in enumerate(tf.data.TFRecordDataset(manifest["paths"])):
-        parsed = records.parse(serialized)
-        if not np.any(parsed["crowd"].numpy()):
-            continue
-        with_crowd += 1
-        parsed["labels"] = tf.where(parsed["crowd"], 999, parsed["labels"])  # mark the crowd boxes
-        for k in range(3):
-            _, (_, cls) = pipeline.train_example(cfg, anchors, parsed, tf.constant([i, k], tf.int64))
-            assert not np.any(cls.numpy() == 999)
-    assert with_crowd > 0
-    # An image without boxes (e.g. all its annotations dropped) trains as background only.
     image = tf.io.encode_jpeg(tf.zeros([40, 50, 3], tf.uint8)).numpy()
     parsed = records.parse(records.to_example(image, 1, 40, 50, np.zeros([0, 4]), [], []))
     images, (loc, cls) = pipeline.train_example(cfg, anchors, parsed, tf.constant([0, 0], tf.int64))

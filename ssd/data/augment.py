@@ -23,34 +23,59 @@ _YIQ = np.array([GRAY, (0.596, -0.274, -0.322), (0.211, -0.523, 0.312)], np.floa
 _YIQ_INV = np.linalg.inv(_YIQ).astype(np.float32)
 
 
-def sample_crop(boxes: tf.Tensor, crowd: tf.Tensor, seed: tf.Tensor, min_ious=(-1.0, 0.1, 0.3, 0.5, 0.7, 0.9),
-                max_trials: int = 50) -> tf.Tensor:
-    """The SSD IoU-sampled crop: [4] float32 xyxy normalised ([0, 0, 1, 1]: no crop).
+# The reference's seven crop options (SSDCropping.sample_options), by index: 0 keeps the image;
+# 1-5 need IoU > 0.1, 0.3, 0.5, 0.7, 0.9 with every box; 6 has no IoU requirement (-inf).
+CROP_MIN_IOUS = (0.0, 0.1, 0.3, 0.5, 0.7, 0.9, -math.inf)
+# Option draws before the sampler gives up and keeps the image. Each draw keeps the image with
+# probability 1/7, so the cap is hit with probability <= (6/7)^256, about 7e-18 per image.
+MAX_CROP_DRAWS = 256
+# Draws evaluated together (one loop iteration): the loop ends within the first block unless all
+# 16 draws fail, probability <= (6/7)^16 = 0.085.
+_CROP_BLOCK = 16
 
-    Draws a minimum IoU from `min_ious` (negative: no crop), then up to `max_trials` candidate
-    windows of width and height uniform in [0.3, 1] of the image with w/h in [0.5, 2], uniformly
-    placed; the first candidate whose IoU with every non-crowd box exceeds the minimum and which
-    holds the centre of at least one non-crowd box is the crop. No such candidate: no crop.
-    (MLPerf's SSDCropping redraws the minimum IoU instead; this keeps the work bounded.)
+
+def sample_crop(boxes: tf.Tensor, seed: tf.Tensor, max_trials: int = 1,
+                max_draws: int = MAX_CROP_DRAWS) -> tuple[tf.Tensor, tf.Tensor]:
+    """The reference's SSD crop (SSDCropping): (crop [4] float32 xyxy normalised, capped bool).
+
+    boxes: [m,4] xyxy normalised, the boxes the crop must respect (m may be 0). Loop: draw one of
+    the 7 options of CROP_MIN_IOUS uniformly; "keep" ends the loop with [0, 0, 1, 1]; otherwise
+    try `max_trials` windows: w, h ~ U(0.3, 1), rejected unless 0.5 <= w/h <= 2, left ~ U(0, 1-w),
+    top ~ U(0, 1-h), rejected unless IoU(every box, window) > the option's minimum and some box's
+    centre lies strictly inside; the first accepted window is the crop. When every try fails, draw
+    an option again. After `max_draws` draws (a multiple of 16) without an end: no crop, `capped`
+    True. Draws are evaluated 16 at a time; the first that ends the loop decides, as in sequence.
     """
-    seeds = tf.random.experimental.stateless_split(seed, 2)
-    choice = tf.random.stateless_uniform([], seeds[0], 0, len(min_ious), dtype=tf.int32)
-    min_iou = tf.gather(tf.constant(min_ious, tf.float32), choice)
-    u = tf.random.stateless_uniform([max_trials, 4], seeds[1])
-    w = 0.3 + 0.7 * u[:, 0]
-    h = 0.3 + 0.7 * u[:, 1]
-    left = u[:, 2] * (1.0 - w)
-    top = u[:, 3] * (1.0 - h)
-    candidates = tf.stack([left, top, left + w, top + h], axis=1)
-    objects = tf.boolean_mask(boxes, tf.logical_not(crowd))
-    iou_ok = tf.reduce_all(box_ops.iou(candidates, objects) > min_iou, axis=1)
-    centres = (objects[:, :2] + objects[:, 2:]) / 2
-    inside = tf.logical_and(tf.reduce_all(centres[None] > candidates[:, None, :2], axis=2),
-                            tf.reduce_all(centres[None] < candidates[:, None, 2:], axis=2))
-    valid = iou_ok & tf.reduce_any(inside, axis=1) & (w / h >= 0.5) & (w / h <= 2.0)
-    first = tf.argmax(tf.cast(valid, tf.int32), output_type=tf.int32)
-    use = tf.logical_and(min_iou >= 0.0, tf.reduce_any(valid))
-    return tf.where(use, candidates[first], tf.constant([0.0, 0.0, 1.0, 1.0]))
+    min_ious = tf.constant(CROP_MIN_IOUS, tf.float32)
+    centres = (boxes[:, :2] + boxes[:, 2:]) / 2  # [m,2]
+    no_crop = tf.constant([0.0, 0.0, 1.0, 1.0])
+
+    def block(i, done, crop):  # draws 16 i ... 16 i + 15
+        s = tf.random.experimental.stateless_split(tf.random.experimental.stateless_fold_in(seed, i), 2)
+        option = tf.random.stateless_uniform([_CROP_BLOCK], s[0], 0, len(CROP_MIN_IOUS), dtype=tf.int32)
+        u = tf.random.stateless_uniform([_CROP_BLOCK, max_trials, 4], s[1])
+        w = 0.3 + 0.7 * u[..., 0]  # [16, max_trials]
+        h = 0.3 + 0.7 * u[..., 1]
+        left = u[..., 2] * (1.0 - w)
+        top = u[..., 3] * (1.0 - h)
+        windows = tf.stack([left, top, left + w, top + h], axis=-1)  # [16, max_trials, 4]
+        iou = box_ops.iou(tf.reshape(windows, [-1, 4]), boxes)  # [16 max_trials, m]
+        iou_ok = tf.reshape(tf.reduce_all(iou > tf.repeat(tf.gather(min_ious, option), max_trials)[:, None], axis=1),
+                            [_CROP_BLOCK, max_trials])
+        flat = tf.reshape(windows, [-1, 1, 4])
+        inside = tf.reduce_all((centres[None] > flat[..., :2]) & (centres[None] < flat[..., 2:]), axis=2)  # [16 T, m]
+        has_centre = tf.reshape(tf.reduce_any(inside, axis=1), [_CROP_BLOCK, max_trials])
+        valid = (w / h >= 0.5) & (w / h <= 2.0) & iou_ok & has_centre  # [16, max_trials]
+        keep = tf.equal(option, 0)
+        ends = keep | tf.reduce_any(valid, axis=1)  # [16]
+        j = tf.argmax(tf.cast(ends, tf.int32), output_type=tf.int32)  # the first draw that ends the loop
+        t = tf.argmax(tf.cast(valid[j], tf.int32), output_type=tf.int32)  # its first accepted window
+        crop = tf.where(tf.reduce_any(ends) & tf.logical_not(keep[j]), windows[j, t], no_crop)
+        return i + 1, tf.reduce_any(ends), crop
+
+    _, done, crop = tf.while_loop(lambda i, done, crop: tf.logical_not(done) & (i < max_draws // _CROP_BLOCK), block,
+                                  (tf.constant(0), tf.constant(False), no_crop))
+    return crop, tf.logical_not(done)
 
 
 def crop_window(crop: tf.Tensor, height: tf.Tensor, width: tf.Tensor) -> tf.Tensor:
