@@ -20,31 +20,15 @@ import math
 
 import numpy as np
 import pytest
+import reference_ssd
 import tensorflow as tf
+from stats import chi2_sf
 
 from ssd.data import augment, prepare
-import reference_ssd
 
 ALPHA = 1e-3
 DRAWS = 40  # per image
 AREA_EDGES = np.array([0.09, 0.2, 0.3, 0.4, 0.5, 0.6, 0.7, 0.8, 0.9, 1.0])  # w, h in [0.3, 1]: area >= 0.09
-
-
-def chi2_sf(x: float, df: int) -> float:
-    """P(X > x) for X ~ chi-square(df), integer df: the closed forms of the regularised upper
-    incomplete gamma function Q(df/2, x/2) (even df: a finite sum; odd df: erfc plus a sum)."""
-    h = x / 2.0
-    if df % 2 == 0:
-        term = total = 1.0
-        for i in range(1, df // 2):
-            term *= h / i
-            total += term
-        return math.exp(-h) * total
-    term, total = math.sqrt(h) * math.exp(-h) / math.gamma(1.5), 0.0
-    for i in range(1, (df + 1) // 2):
-        total += term
-        term *= h / (i + 0.5)
-    return math.erfc(math.sqrt(h)) + total
 
 
 def test_chi2_sf_by_hand():

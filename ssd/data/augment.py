@@ -1,27 +1,22 @@
 """Training augmentation as pure TF functions of an image and its xyxy boxes (graph-safe, stateless).
 
 Boxes are [m,4] float32 xyxy normalised to [0, 1] of the image they belong to. Randomness comes
-only from the `seed` argument ([2] int, stateless ops), so the same seed gives the same result in
+only from the `seed` arguments ([2] int, stateless ops), so the same seed gives the same result in
 any order and on any thread: the input pipeline derives one seed per example.
 
-The pipeline applies them in this order: sample_crop -> crop_window (decode only that window with
-tf.io.decode_and_crop_jpeg) -> crop_boxes -> random_flip -> resize and colour jitter (one affine
-colour map, see jitter_matrix, fused with the normalisation) -> targets.
+The MLPerf reference (mlcommons/training retired_benchmarks/ssd-v1/ssd/utils.py, SSDTransformer)
+crops (SSDCropping), flips, resizes and applies torchvision's ColorJitter to the PIL image. The
+pipeline does the same in this order: sample_crop -> crop_window (decode only that window with
+tf.io.decode_and_crop_jpeg) -> crop_boxes -> random_flip -> resize and color_jitter (at the
+smaller of the two resolutions) -> normalisation -> targets.
 """
 
+import functools
 import math
 
-import numpy as np
 import tensorflow as tf
 
 from ssd import box_ops
-
-# ITU-R 601 luma weights, as torchvision's rgb_to_grayscale.
-GRAY = (0.299, 0.587, 0.114)
-# RGB -> YIQ (its first row is GRAY) and back: a hue shift is a rotation of the (I, Q) plane.
-_YIQ = np.array([GRAY, (0.596, -0.274, -0.322), (0.211, -0.523, 0.312)], np.float32)
-_YIQ_INV = np.linalg.inv(_YIQ).astype(np.float32)
-
 
 # The reference's seven crop options (SSDCropping.sample_options), by index: 0 keeps the image;
 # 1-5 need IoU > 0.1, 0.3, 0.5, 0.7, 0.9 with every box; 6 has no IoU requirement (-inf).
@@ -117,36 +112,72 @@ def random_flip(image: tf.Tensor, boxes: tf.Tensor, seed: tf.Tensor) -> tuple[tf
     return image, boxes
 
 
-def jitter_matrix(seed: tf.Tensor, mean_gray: tf.Tensor, brightness: float, contrast: float, saturation: float,
+def jitter_params(seed: tf.Tensor, brightness: float, contrast: float, saturation: float,
                   hue: float) -> tuple[tf.Tensor, tf.Tensor]:
-    """Random colour jitter as one affine map of RGB in [0, 1]: (A [3,3], t [3]), rgb' = A rgb + t.
+    """torchvision's ColorJitter.get_params: (order [4] int32, factors [4] float32).
 
-    Factors as torchvision's ColorJitter, applied in this fixed order: brightness b ~ U[1-B, 1+B]
-    (rgb * b), contrast c ~ U[1-C, 1+C] (blend with the mean grey level of the image, `mean_gray`
-    of the input in [0, 1]), saturation s ~ U[1-S, 1+S] (blend with the pixel's grey), hue
-    h ~ U[-H, H] turns (a rotation about the grey axis in YIQ space, the linear form of a hue
-    shift). Each step is affine, so they compose into one matrix; the caller clips once at the end
-    (torchvision clips after each step: results differ only where a step saturates).
+    order: a uniformly random permutation of the operations 0 brightness, 1 contrast,
+    2 saturation, 3 hue. factors (indexed by operation): brightness ~ U[max(0, 1-B), 1+B],
+    contrast ~ U[max(0, 1-C), 1+C], saturation ~ U[max(0, 1-S), 1+S], hue ~ U[-H, H] (turns).
     """
-    u = tf.random.stateless_uniform([4], seed, -1.0, 1.0)
-    b = 1.0 + brightness * u[0]
-    c = 1.0 + contrast * u[1]
-    s = 1.0 + saturation * u[2]
-    theta = 2.0 * math.pi * hue * u[3]
-    gray = tf.constant([GRAY], tf.float32)  # [1,3]
-    sat = s * tf.eye(3) + (1.0 - s) * tf.ones([3, 1]) @ gray
-    cos, sin = tf.cos(theta), tf.sin(theta)
-    rot = tf.stack([tf.stack([1.0, 0.0, 0.0]), tf.stack([0.0, cos, -sin]), tf.stack([0.0, sin, cos])])
-    hue_m = tf.constant(_YIQ_INV) @ rot @ tf.constant(_YIQ)
-    matrix = hue_m @ sat * (c * b)
-    # Saturation and hue leave a grey level unchanged, so the contrast offset passes through them.
-    offset = tf.fill([3], (1.0 - c) * b * mean_gray)
-    return matrix, offset
+    seeds = tf.random.experimental.stateless_split(seed, 2)
+    order = tf.argsort(tf.random.stateless_uniform([4], seeds[0]))  # int32
+    lo = tf.constant([max(0.0, 1.0 - brightness), max(0.0, 1.0 - contrast), max(0.0, 1.0 - saturation), -hue])
+    hi = tf.constant([1.0 + brightness, 1.0 + contrast, 1.0 + saturation, hue])
+    return order, lo + (hi - lo) * tf.random.stateless_uniform([4], seeds[1])
 
 
-def color_jitter(image: tf.Tensor, seed: tf.Tensor, brightness: float, contrast: float, saturation: float,
-                 hue: float) -> tf.Tensor:
-    """Random colour jitter of image [H,W,3] float32 RGB in [0, 1] -> [H,W,3] in [0, 1]."""
-    mean_gray = tf.reduce_mean(tf.tensordot(image, tf.constant(GRAY), axes=1))
-    matrix, offset = jitter_matrix(seed, mean_gray, brightness, contrast, saturation, hue)
-    return tf.clip_by_value(tf.tensordot(image, tf.transpose(matrix), axes=1) + offset, 0.0, 1.0)
+# PIL's "L" conversion weights (ITU-R 601-2 luma in 16-bit fixed point), as ImageEnhance uses them.
+_L_WEIGHTS = (19595.0, 38470.0, 7471.0)
+
+
+def _grey(image: tf.Tensor) -> tf.Tensor:
+    """PIL's "L" of image [H,W,3] integer-valued RGB 0..255 -> [H,W,1]: (19595 R + 38470 G + 7471 B
+    + 32768) >> 16, the rounded ITU-R 601 luma. Exact in float32: every partial sum is an integer < 2^24."""
+    return tf.floor((tf.tensordot(image, tf.constant(_L_WEIGHTS), axes=1) + 32768.0) / 65536.0)[..., None]
+
+
+def _blend(degenerate: tf.Tensor, image: tf.Tensor, factor: tf.Tensor) -> tf.Tensor:
+    """PIL's Image.blend(degenerate, image, factor) of uint8 images: clipped to 0..255, truncated."""
+    return tf.floor(tf.clip_by_value(degenerate + factor * (image - degenerate), 0.0, 255.0))
+
+
+def _brightness(image, factor):
+    return _blend(tf.zeros([]), image, factor)  # ImageEnhance.Brightness: blend with black
+
+
+def _contrast(image, factor):
+    # ImageEnhance.Contrast: blend with the mean of the "L" image, rounded to an integer.
+    mean = tf.reduce_mean(tf.cast(_grey(image), tf.float64))
+    return _blend(tf.cast(tf.floor(mean + 0.5), tf.float32), image, factor)
+
+
+def _saturation(image, factor):
+    return _blend(_grey(image), image, factor)  # ImageEnhance.Color: blend with each pixel's "L" grey
+
+
+def _hue(image, factor):
+    # torchvision adds uint8(trunc(255 h)) to PIL's 8-bit H channel: a shift of trunc(255 h) / 255 turns.
+    delta = tf.cast(tf.cast(255.0 * factor, tf.int32), tf.float32) / 255.0  # the cast truncates towards 0
+    return tf.round(tf.image.adjust_hue(image, delta))
+
+
+def color_jitter(image: tf.Tensor, order: tf.Tensor, factors: tf.Tensor) -> tf.Tensor:
+    """torchvision's ColorJitter on a PIL image (the reference's): image [H,W,3] float32 RGB 0..255
+    -> [H,W,3] float32 integer-valued 0..255; `order` and `factors` from jitter_params.
+
+    The image is rounded first (PIL jitters a uint8 image), then each operation in `order`, as
+    torchvision's functional_pil does it: brightness, contrast and saturation blend with black, with
+    the rounded mean "L" level and with each pixel's "L" grey (ImageEnhance), clipped and truncated
+    to integers as Image.blend does; hue turns H by trunc(255 h) / 255 of a turn. One difference:
+    the hue shift runs in float HSV (tf.image.adjust_hue, rounded), not in PIL's 8-bit HSV, whose
+    quantisation of H and S moves saturated pixels by a few levels (tests/test_augment.py measures it).
+    """
+    order = tf.convert_to_tensor(order, tf.int32)
+    factors = tf.convert_to_tensor(factors, tf.float32)
+    image = tf.round(image)
+    ops = (_brightness, _contrast, _saturation, _hue)
+    for position in range(4):
+        branches = [functools.partial(op, image, factors[k]) for k, op in enumerate(ops)]
+        image = tf.switch_case(order[position], branches)
+    return image
