@@ -6,15 +6,16 @@ Converts coco128 (../shared/data/coco128, real COCO JPEGs) to TFRecords in a tem
 (or reads DIR/train from `python -m ssd.data.prepare`), then times, at the ssd_large config
 (1200x1200, 15130 default boxes), on `--cores` threads (tf.data private thread pool, one op thread):
 
-- pipeline: `ssd.data.pipeline.train_dataset` as training runs it: decode of the IoU-sampled crop,
-  box crop, flip, resize, colour jitter + normalisation, target encoding, batching;
+- pipeline: `ssd.data.pipeline.train_dataset` as training runs it: decode of the reference's crop
+  window, box crop, flip, resize, colour jitter, normalisation, target encoding, batching;
 - baseline: the same records and the same crop windows, decode_and_crop_jpeg + resize only, batched.
 
 Each is run for `--images` images (epochs 0, 1, ... of the same seed) after one warm-up batch.
 "Per core" is images per CPU-second of this process (all its threads, time.process_time): on a
 machine shared with other work it stays meaningful where wall-clock rates do not; the wall-clock
 rates are recorded too. Prints both and writes benchmark/results/input_pipeline.json with
-`images_per_s_per_core` and `baseline_images_per_s_per_core`.
+`images_per_s_per_core`, `baseline_images_per_s_per_core`, their ratio, the share of the
+baseline's images that were cropped and how often the crop sampler hit its cap on redraws.
 """
 
 from __future__ import annotations

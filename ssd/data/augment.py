@@ -178,9 +178,11 @@ def color_jitter(image: tf.Tensor, order: tf.Tensor, factors: tf.Tensor) -> tf.T
     """
     order = tf.convert_to_tensor(order, tf.int32)
     factors = tf.convert_to_tensor(factors, tf.float32)
-    image = tf.round(image)
     ops = (_brightness, _contrast, _saturation, _hue)
-    for position in range(4):
+
+    def apply(position, image):  # one loop, so each operation is traced once
         branches = [functools.partial(op, image, factors[k]) for k, op in enumerate(ops)]
-        image = tf.switch_case(order[position], branches)
+        return position + 1, tf.switch_case(order[position], branches)
+
+    _, image = tf.while_loop(lambda position, _: position < 4, apply, (tf.constant(0), tf.round(image)))
     return image
