@@ -47,7 +47,7 @@ class DataConfig:
     augment: bool = True
     deterministic: bool = False  # same seed -> same batches (slower: ordered, single-threaded map)
     crop_max_trials: int = 1  # windows tried per drawn crop option (the reference's 1; logged as max_samples)
-    ignore_crowd: bool = False  # False: crowd boxes are ordinary boxes (the reference); True: never crop by or match them
+    ignore_crowd: bool = False  # False: crowd boxes are ordinary boxes (the reference); True: no crop or match
     brightness: float = 0.125
     contrast: float = 0.5
     saturation: float = 0.5
