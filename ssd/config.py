@@ -46,8 +46,8 @@ class DataConfig:
     shuffle_buffer: int = 4096
     augment: bool = True
     deterministic: bool = False  # same seed -> same batches (slower: ordered, single-threaded map)
-    crop_min_ious: tuple[float, ...] = (-1.0, 0.1, 0.3, 0.5, 0.7, 0.9)  # -1: no crop
-    crop_max_trials: int = 50
+    crop_max_trials: int = 1  # windows tried per drawn crop option (the reference's 1; logged as max_samples)
+    ignore_crowd: bool = False  # False: crowd boxes are ordinary boxes (the reference); True: no crop or match
     brightness: float = 0.125
     contrast: float = 0.5
     saturation: float = 0.5
@@ -66,7 +66,7 @@ class TrainConfig:
     weight_decay: float = 5e-4
     weight_decay_exclude_bn_bias: bool = False
     warmup_steps: int = 650
-    warmup_factor: float = 1e-3  # the LR at step 0 is warmup_factor x the scaled base LR
+    warmup_factor: int = 0  # the MLPerf rule's k: warmup starts at base LR x (1 - 2^-k) (0: from 0)
     lr_decay_epochs: tuple[int, ...] = (40, 50)
     lr_decay_factor: float = 0.1
     precision: str = "float32"  # float32 | bfloat16 | float16 (float16 with dynamic loss scaling)
@@ -150,8 +150,7 @@ def _demo() -> Config:
             # ssd_large rule's 2.5e-3 per image) left some seeds stuck at all-background (loss ~5.6).
             base_lr=0.02,
             lr_reference_batch=32,
-            warmup_steps=100,
-            warmup_factor=0.1,
+            warmup_steps=100,  # from LR 0 (train.warmup_factor k = 0, as in ssd_large)
             lr_decay_epochs=(10,),
             from_scratch=True,
         ),
@@ -231,7 +230,8 @@ def validate(cfg: Config) -> Config:
         (t.base_lr > 0 and t.lr_reference_batch >= 1, "train.base_lr > 0 and train.lr_reference_batch >= 1"),
         (0 <= t.momentum < 1, "train.momentum must be in [0, 1)"),
         (t.weight_decay >= 0, "train.weight_decay must be >= 0"),
-        (t.warmup_steps >= 0 and 0 <= t.warmup_factor <= 1, "train.warmup_steps >= 0, 0 <= warmup_factor <= 1"),
+        (t.warmup_steps >= 0, "train.warmup_steps must be >= 0"),
+        (type(t.warmup_factor) is int and t.warmup_factor >= 0, "train.warmup_factor is the MLPerf integer k >= 0"),
         (list(t.lr_decay_epochs) == sorted(t.lr_decay_epochs), "train.lr_decay_epochs must ascend"),
         (t.precision in ("float32", "bfloat16", "float16"), "train.precision: float32 | bfloat16 | float16"),
         (t.keep_checkpoints >= 1, "train.keep_checkpoints must be >= 1"),

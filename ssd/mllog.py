@@ -170,7 +170,7 @@ class MLLogger:
             (constants.OPT_BASE_LR, scaled_base_lr(t, global_batch)),
             (constants.OPT_WEIGHT_DECAY, t.weight_decay),
             (constants.OPT_LR_WARMUP_STEPS, t.warmup_steps),
-            (constants.OPT_LR_WARMUP_FACTOR, t.warmup_factor),
+            (constants.OPT_LR_WARMUP_FACTOR, t.warmup_factor),  # the MLPerf rule's integer k
             (constants.OPT_LR_DECAY_BOUNDARY_EPOCHS, list(t.lr_decay_epochs)),
             (constants.MAX_SAMPLES, cfg.data.crop_max_trials),
             (constants.MODEL_BN_SPAN, t.batch_size),

@@ -176,6 +176,8 @@ BROKEN = {
                          "closed: [40, 50] x (1 + k/10), one integer k"),
     "every line doubled": (doubled, "Required EXACTLY_ONE occurrence of 'seed' but found 2"),
     "max_samples": (set_value("max_samples", 10), "closed: the random crop tries 1 or 50 times"),
+    "fractional warmup factor": (set_value("opt_learning_rate_warmup_factor", 1e-3),
+                                 "closed: warmup_factor is an integer k >= 0"),
     "gradient accumulation": (set_value("gradient_accumulation_steps", 0), "gradient_accumulation_steps >= 1"),
     "eval inside epoch": (eval_inside_epoch, "the epoch and the previous evaluation are finished"),
     "skipped epoch": (skipped_epoch, "epochs are numbered 1, 2, 3, ..."),
