@@ -2,12 +2,13 @@
 `compliance.summarize --submission` pass; seven broken copies each fail for their own reason.
 
 Every run is `python -m ssd.train --config demo` (one process) on the session's tiny generated data
-(tests/test_train.py's `tiny_data`): one epoch of 6 steps at batch 8, then one evaluation. With a
-tiny eval.target_map the trainer stops there with run_stop success. One edit follows, and only for
-those converged runs: the rulesets' target is mAP 0.225 (compliance/*_ssd_large.yaml) and such a run
-scores about 0.0002, so `raise_accuracy` sets the logged eval_accuracy to 0.25. Everything else in
-every log is as ssd.train wrote it; the broken variants swap in other real runs (a repeated seed,
-global batch 4, the closed division, two runs that missed the target) or edit one line, as said.
+(tests/test_train.py's `tiny_data`): one epoch of 6 steps at batch 8, one evaluation, and, since
+such a run cannot reach the rulesets' mAP 0.225 (compliance/*_ssd_large.yaml), `run_stop` status
+aborted. One edit follows, and only for the runs meant to converge: `converge` sets their logged
+eval_accuracy to 0.25 and their run_stop status to success, as a run reaching the target logs them.
+Everything else in every log is as ssd.train wrote it; the broken variants swap in other real runs
+(a repeated seed, global batch 4, the closed division, two runs left as they missed the target) or
+edit one line, as said.
 """
 
 import json
@@ -27,14 +28,13 @@ LOG = "mlperf_log.txt"
 SEEDS = [101, 102, 103, 104, 105]
 COMMON = ["train.epochs=1", "eval.epochs=1", "eval.every=0", "run.submission_org=acme",
           "run.submission_platform=cpu1"]
-CONVERGES = "eval.target_map=0.000001"
 RUNS = {
-    **{f"seed{s}": [f"train.seed={s}", CONVERGES] for s in SEEDS},  # the submission
-    "same_seed": ["train.seed=101", CONVERGES],
-    "batch4": ["train.seed=106", CONVERGES, "train.batch_size=4"],  # global batch 4, not 8
-    "closed": ["train.seed=107", CONVERGES, "run.submission_division=closed"],
-    "missed_a": ["train.seed=108", "eval.target_map=1.0"],  # target not reached: run_stop aborted
-    "missed_b": ["train.seed=109", "eval.target_map=1.0"],
+    **{f"seed{s}": [f"train.seed={s}"] for s in SEEDS},  # the submission
+    "same_seed": ["train.seed=101"],
+    "batch4": ["train.seed=106", "train.batch_size=4"],  # global batch 4, not 8
+    "closed": ["train.seed=107", "run.submission_division=closed"],
+    "missed_a": ["train.seed=108"],  # left as written: target not reached, run_stop aborted
+    "missed_b": ["train.seed=109"],
 }
 # Given to `summarize --system-desc`: the counts the official result summarizer reads as integers.
 SYSTEM = {"number_of_nodes": "1", "host_processors_per_node": "1", "accelerators_per_node": "0",
@@ -47,11 +47,13 @@ def train(data, run_dir, overrides):
                           text=True, timeout=1200)
 
 
-def raise_accuracy(log):
-    """The edit of the module docstring: a converged run's eval_accuracy up to the rulesets' target."""
+def converge(log):
+    """The edit of the module docstring: the log of a run whose evaluation reached the target."""
     records = mllog_records.read_log(log)
+    assert [r["metadata"]["status"] for r in mllog_records.of_key(records, "run_stop")] == ["aborted"]
     for record in mllog_records.of_key(records, "eval_accuracy"):
-        record["value"] = max(record["value"], 0.25)
+        record["value"] = 0.25
+    mllog_records.of_key(records, "run_stop")[0]["metadata"]["status"] = "success"
     mllog_records.write_log(log, records)
 
 
@@ -62,9 +64,9 @@ def runs(tiny_data, tmp_path_factory):  # noqa: F811
     with ThreadPoolExecutor(2) as pool:
         procs = dict(zip(RUNS, pool.map(lambda item: train(tiny_data, root / item[0], item[1]), RUNS.items())))
     for name, proc in procs.items():
-        assert proc.returncode == (1 if name.startswith("missed") else 0), f"{name}:\n{proc.stdout[-3000:]}"
-        if mllog_records.converged(mllog_records.read_log(root / name / LOG)):
-            raise_accuracy(root / name / LOG)
+        assert proc.returncode == 1, f"{name}:\n{proc.stdout[-3000:]}"  # 1: the target was missed
+        if not name.startswith("missed"):
+            converge(root / name / LOG)
     (root / "system.json").write_text(json.dumps(SYSTEM))
     proc = subprocess.run([sys.executable, "-m", "compliance.summarize", *(str(root / f"seed{s}") for s in SEEDS),
                            "--submission", str(root / "submission"), "--system-desc", str(root / "system.json")],
