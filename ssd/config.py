@@ -46,6 +46,7 @@ class DataConfig:
     shuffle_buffer: int = 4096
     augment: bool = True
     deterministic: bool = False  # same seed -> same batches (slower: ordered, single-threaded map)
+    cache: bool = False  # keep the decoded train split in memory (small datasets; see ssd/data/pipeline.py)
     crop_min_ious: tuple[float, ...] = (-1.0, 0.1, 0.3, 0.5, 0.7, 0.9)  # -1: no crop
     crop_max_trials: int = 50
     brightness: float = 0.125
