@@ -4,6 +4,9 @@
     ...
     distributed.broadcast(model.variables + optimizer.variables)
 
+Every collective of the project lives here. The numpy ones (`allgather`, `broadcast_vector`) also
+work without Horovod initialised (one process, e.g. `ssd.evaluate` in a test): they return their input.
+
 `init` runs `hvd.init()`, pins this process to the GPU of its local rank with memory growth on,
 splits the CPU threads between the local processes when there is no GPU, and sets Horovod's
 timeouts so that a rank that dies or stalls ends the whole job instead of hanging it: horovodrun
@@ -15,6 +18,8 @@ shuts Horovod down on the ranks still waiting. Values set in the environment win
 import dataclasses
 import os
 import sys
+
+import numpy as np
 
 import horovod.tensorflow as hvd
 import tensorflow as tf
@@ -73,9 +78,31 @@ def broadcast_object(value, name: str, root_rank: int = 0):
 
 
 def average(variables) -> None:
-    """Sets each of `variables` to its mean over the ranks (e.g. batch-norm moving statistics)."""
-    for v in variables:
-        v.assign(hvd.allreduce(v, op=hvd.Average))
+    """Sets each of `variables` to its mean over the ranks (e.g. batch-norm moving statistics), in
+    one grouped collective."""
+    variables = list(variables)
+    for v, mean in zip(variables, hvd.grouped_allreduce(variables, op=hvd.Average, name="average")):
+        v.assign(mean)
+
+
+def _one_process() -> bool:
+    return not hvd.is_initialized() or hvd.size() == 1
+
+
+def allgather(array: np.ndarray, name: str) -> np.ndarray:
+    """Every rank's numpy array concatenated along axis 0 in rank order (the arrays may differ in
+    length); the array itself in one process."""
+    if _one_process():
+        return array
+    return hvd.allgather(tf.constant(array), name=name).numpy()
+
+
+def broadcast_vector(values: np.ndarray, name: str, root_rank: int = 0) -> np.ndarray:
+    """root_rank's float64 vector on every rank (e.g. an evaluation's result); itself in one process."""
+    values = np.asarray(values, np.float64)
+    if _one_process():
+        return values
+    return hvd.broadcast(tf.constant(values), root_rank=root_rank, name=name).numpy()
 
 
 def barrier() -> None:
