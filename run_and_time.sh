@@ -72,14 +72,25 @@ echo "system $SYSTEM: $NNODES node(s) x $NRANKS_PER_NODE rank(s), $BATCH_SIZE im
 run ./setup_env.sh ${SETUP_FLAGS:-}
 
 # 2. The data: TFRecords with train/ and val/ in DATA_DIR.
-prepare_split() {  # COCO_DIR split OUT: converts one split unless OUT already holds a finished one
+prepare_split() {  # COCO_DIR split OUT [prepare flags]: converts one split unless OUT holds a finished one
   if [[ -f "$3/manifest.json" ]]; then
     echo "data: $3 is prepared (manifest.json present)"
   else
-    run "$PY" -m ssd.data.prepare --coco-dir "$1" --split "$2" --out "$3"
+    run "$PY" -m ssd.data.prepare --coco-dir "$1" --split "$2" --out "$3" "${@:4}"
   fi
 }
-if [[ -n "${COCO_DIR:-}" ]]; then
+if [[ -n "${REHEARSAL_DIR:-}" ]]; then
+  # A small COCO excerpt (coco128): train on its annotated train2017 images, evaluate on all of its
+  # images (the val split made from the same image set), so the network can memorise them.
+  [[ -z "${COCO_DIR:-}" ]] || die "set COCO_DIR or REHEARSAL_DIR, not both"
+  DATA_DIR=${DATA_DIR:-data/rehearsal/tfrecords}
+  if [[ ! -f "$DATA_DIR/val/manifest.json" && ! -f "$REHEARSAL_DIR/annotations/instances_train2017.json" ]]; then
+    die "$REHEARSAL_DIR/annotations/instances_train2017.json is missing: REHEARSAL_DIR holds train2017/ and annotations/"
+  fi
+  # 8 train shards: whole shards go to ranks, so more shards mix the ranks' records between epochs.
+  prepare_split "$REHEARSAL_DIR" train "$DATA_DIR/train" --image-set train2017 --shards 8
+  prepare_split "$REHEARSAL_DIR" val "$DATA_DIR/val" --image-set train2017 --shards 2
+elif [[ -n "${COCO_DIR:-}" ]]; then
   [[ "$CONFIG" != demo ]] || die "the demo preset is for the generated data (4 classes), not COCO_DIR: use CONFIG=ssd_large"
   DATA_DIR=${DATA_DIR:-$COCO_DIR/tfrecords}
   for split in train val; do

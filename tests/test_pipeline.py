@@ -76,6 +76,58 @@ def test_deterministic_mode_gives_the_same_batches(coco128_dir):
     assert a[0].shape == (4, 160, 160, 3) and a[1].shape == (4, 10, 4) and a[2].dtype == np.int32
 
 
+def _epochs(cfg, anchors, epochs, num_ranks=2):
+    """Every batch of `epochs` on every rank, as numpy (images, loc, cls) triples."""
+    return [[tuple(x.numpy() for x in (images, loc, cls))
+             for images, (loc, cls) in pipeline.train_dataset(cfg, anchors, rank, num_ranks, 5, epoch)]
+            for epoch in epochs for rank in range(num_ranks)]
+
+
+def _assert_same(a, b):
+    assert len(a) == len(b) and all(len(x) == len(y) for x, y in zip(a, b))
+    for x, y in zip(a, b):
+        for batch_x, batch_y in zip(x, y):
+            for u, v in zip(batch_x, batch_y):
+                np.testing.assert_array_equal(u, v)
+
+
+def _record_ids_name_the_records(cfg, rank, num_ranks, seed, epoch):
+    """train_records(record_ids=True) is the plain stream with ids: id k is the k-th record of the shards."""
+    manifest = pipeline.read_manifest(str(cfg.data.data_dir) + "/train")
+    image_ids = [int(records.parse(s)["image_id"]) for s in tf.data.TFRecordDataset(manifest["paths"])]
+    plain, _ = pipeline.train_records(cfg, rank, num_ranks, seed, epoch)
+    ids, _ = pipeline.train_records(cfg, rank, num_ranks, seed, epoch, record_ids=True)
+    return [int(records.parse(s)["image_id"]) for _, s in plain] == [image_ids[int(k)] for _, k in ids]
+
+
+@pytest.mark.parametrize("augment", [False, True])
+def test_cached_epochs_give_the_examples_of_uncached_ones(coco128_dir, tmp_path, augment):
+    """data.cache: the same batches as without it (augmentation off: finished examples are cached;
+    on: decoded images, a crop is a slice), and later epochs no longer read the records."""
+    import shutil
+
+    data = tmp_path / "data"
+    shutil.copytree(coco128_dir, data)
+    overrides = ["data.deterministic=true", "model.image_size=96", f"data.augment={augment}"]
+    cfg, cached = _cfg(data, *overrides), _cfg(data, *overrides, "data.cache=true")
+    assert _record_ids_name_the_records(cfg, 1, 2, seed=5, epoch=2)
+    anchors = np.array([[0.5, 0.5, 0.4, 0.4], [0.25, 0.25, 0.2, 0.3], [0.7, 0.6, 0.5, 0.5]], np.float32)
+    plain = _epochs(cfg, anchors, [1, 2])
+    _assert_same(_epochs(cached, anchors, [1]), plain[:2])
+    split = pipeline.cached_split(cached, anchors)
+    assert sorted(split) == (["boxes", "crowd", "height", "image_id", "labels", "pixels", "width"] if augment
+                             else ["cls", "images", "loc"])
+    for shard in (data / "train").glob("*.tfrecord"):
+        shard.write_bytes(b"no longer a record")  # what epoch 2 reads now comes from memory
+    _assert_same(_epochs(cached, anchors, [2]), plain[2:])
+    assert pipeline.cached_split(cached, anchors) is split
+    # Augmentation still draws anew every epoch; without it a record gives the same image every epoch.
+    first, second = ({image.tobytes() for batches in ranks for images, _, _ in batches for image in images}
+                     for ranks in (plain[:2], plain[2:]))
+    assert len(first) == len(second) == 120  # 15 steps of 2 x 4 images, each record once
+    assert len(first | second) == (240 if augment else 126)
+
+
 def test_train_batches_shapes_and_normalisation(coco128_dir):
     cfg = _cfg(coco128_dir)
     anchors = default_boxes(cfg.model)

@@ -12,7 +12,7 @@ import pytest
 
 from ssd.config import load_config
 
-CONFIGS = ["cpu_demo", "1xH100", "8xH100", "2x8xH100"]
+CONFIGS = ["cpu_demo", "cpu_coco128", "1xH100", "8xH100", "2x8xH100"]
 TRAIN_IMAGES = 117266  # COCO train2017 images with annotations
 
 
@@ -24,10 +24,13 @@ def dry_run(repo_root, tmp_path, system, *overrides, **env):
     for name in ("annotations/instances_train2017.json", "annotations/instances_val2017.json",
                  "weights/resnet34-333f7ec4.pth"):
         (coco / name).touch()
-    full_env = {k: v for k, v in os.environ.items() if k not in ("COCO_DIR", "DATA_DIR", "HOSTS", "BATCH_SIZE")}
+    full_env = {k: v for k, v in os.environ.items()
+                if k not in ("COCO_DIR", "DATA_DIR", "HOSTS", "BATCH_SIZE", "REHEARSAL_DIR")}
     full_env.update(SYSTEM=system, LOG_DIR=str(tmp_path / "runs"), DEMO_DIR=str(tmp_path / "demo"),
                     HOSTS="node1:8,node2:8" if system == "2x8xH100" else "", **env)
-    if system != "cpu_demo":
+    if system == "cpu_coco128":
+        full_env.update(REHEARSAL_DIR=str(coco), DATA_DIR=str(tmp_path / "records"))
+    elif system != "cpu_demo":
         full_env["COCO_DIR"] = str(coco)
     if not full_env["HOSTS"]:
         del full_env["HOSTS"]
@@ -79,6 +82,12 @@ def test_config_commands_and_arithmetic(repo_root, tmp_path, system):
             ["--coco-dir", str(tmp_path / "coco"), "--split", s, "--out", str(tmp_path / "coco" / "tfrecords" / s)]
             for s in ("train", "val")]
         assert any("ssd.import_weights" in c for c in commands)
+    elif args[1] == "coco128":  # train and val from the same images
+        assert cfg.run.submission_division == "open" and cfg.data.data_dir == str(tmp_path / "records")
+        assert [c[c.index("ssd.data.prepare") + 1:] for c in commands if "ssd.data.prepare" in c] == [
+            ["--coco-dir", str(tmp_path / "coco"), "--split", s, "--out", str(tmp_path / "records" / s),
+             "--image-set", "train2017", "--shards", n] for s, n in (("train", "8"), ("val", "2"))]
+        assert comment_number(text, "steps/epoch") == 126 // global_batch
     else:
         assert cfg.run.submission_division == "open"
         assert ["--out", str(tmp_path / "demo" / "coco")] == next(
@@ -111,6 +120,9 @@ def test_cpu_system_with_coco_runs_the_benchmark(repo_root, tmp_path):
     ("2x8xH100", {"HOSTS": ""}, "set HOSTS"),
     ("1xH100", {"NRANKS_PER_NODE": "2"}, "LAUNCHER=single runs one process"),
     ("cpu_demo", {"DATA_DIR": "/nonexistent"}, "/nonexistent/train/manifest.json is missing"),
+    ("cpu_coco128", {"REHEARSAL_DIR": "/nonexistent", "DATA_DIR": "/nonexistent"},
+     "/nonexistent/annotations/instances_train2017.json is missing"),
+    ("cpu_coco128", {"COCO_DIR": "/tmp"}, "set COCO_DIR or REHEARSAL_DIR, not both"),
 ])
 def test_bad_settings_are_named(repo_root, tmp_path, system, env, message):
     full_env = dict(os.environ, SYSTEM=system, LOG_DIR=str(tmp_path), **env)

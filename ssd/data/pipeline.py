@@ -15,6 +15,12 @@ Training, one epoch per call of `train_dataset(cfg, anchors, rank, num_ranks, se
 - data.deterministic: ordered interleave and map (parallel still), the same batches for the same
   (seed, epoch, rank); otherwise tf.data may interleave the files' records and finish examples
   in another order for speed: the same augmentations, given to records in another order.
+- data.cache (for a train split that fits in memory): the first call in a process decodes every
+  record of the split once (each rank all of them, since records move between ranks) and keeps
+  them: with augmentation, the decoded images and boxes (a crop is then a slice, bit-identical to
+  decoding the window); without, the finished examples (resized, normalised, encoded). Later
+  epochs only gather from memory. The records' order, ranks and seeds are those of the uncached
+  pipeline (its stream carries record ids in place of records), so the examples are the same.
 - Per example, as the reference's SSDTransformer (ssd/data/augment.py): decode only the window of
   the reference's crop sampler (tf.io.decode_and_crop_jpeg, 3 channels), crop the boxes, random
   horizontal flip, bilinear resize to model.image_size and torchvision's colour jitter (its four
@@ -29,6 +35,8 @@ elements (image zeros, image_id -1) to the same number of batches on every rank,
 dropping the invalid ones every image is scored exactly once.
 """
 
+import dataclasses
+import hashlib
 import json
 import os
 
@@ -71,6 +79,14 @@ def _normalisation(cfg) -> tuple[tf.Tensor, tf.Tensor]:
     return tf.constant(1.0 / (255.0 * std)), tf.constant(-mean / std)
 
 
+def decode_window(parsed: dict, window: tf.Tensor) -> tf.Tensor:
+    """The pixel window [4] int32 (top, left, height, width) of a record's image, uint8 [h,w,3]:
+    decoded from parsed["jpeg"] (only the window), or sliced from parsed["image"] (data.cache)."""
+    if "image" in parsed:
+        return tf.slice(parsed["image"], tf.stack([window[0], window[1], 0]), tf.stack([window[2], window[3], 3]))
+    return tf.io.decode_and_crop_jpeg(parsed["jpeg"], window, channels=3)
+
+
 def train_example(cfg, anchors: tf.Tensor, parsed: dict, seed: tf.Tensor, encode: bool = True):
     """One parsed record (records.parse) -> (image [S,S,3] float32 normalised, (loc [n,4], cls [n]))
     with encode, else (image, boxes [m,4] xyxy normalised, labels [m], crowd [m]) (for tests).
@@ -88,7 +104,7 @@ def train_example(cfg, anchors: tf.Tensor, parsed: dict, seed: tf.Tensor, encode
         # Its cap on redraws is hit with probability < 1e-17 (benchmark.input_pipeline counts it).
         crop, _ = augment.sample_crop(tf.boolean_mask(boxes, tf.logical_not(crowd)), crop_seed, d.crop_max_trials)
         window = augment.crop_window(crop, height, width)
-        image = tf.io.decode_and_crop_jpeg(parsed["jpeg"], window, channels=3)
+        image = decode_window(parsed, window)
         boxes, labels, crowd = augment.crop_boxes(boxes, labels, crowd, window, height, width)
         image, boxes = augment.random_flip(image, boxes, flip_seed)
     else:
@@ -140,10 +156,13 @@ def _options(deterministic: bool) -> tf.data.Options:
     return options
 
 
-def train_records(cfg, rank: int, num_ranks: int, seed: int, epoch: int) -> tuple[tf.data.Dataset, int]:
+def train_records(cfg, rank: int, num_ranks: int, seed: int, epoch: int,
+                  record_ids: bool = False) -> tuple[tf.data.Dataset, int]:
     """This rank's records of one epoch, shuffled: ((index int64, serialized record) dataset, steps).
 
     Exactly steps * train.batch_size elements, steps = steps_per_epoch(N, batch_size * num_ranks).
+    record_ids: the same stream with each record's id (int64: its position in the manifest's
+    shards, shard after shard) in place of the record.
     """
     manifest = read_manifest(os.path.join(cfg.data.data_dir, "train"))
     batch = cfg.train.batch_size
@@ -154,13 +173,66 @@ def train_records(cfg, rank: int, num_ranks: int, seed: int, epoch: int) -> tupl
     if len(paths) < num_ranks:
         raise ValueError(f"{len(paths)} shard files for {num_ranks} ranks: convert with `prepare --shards` >= ranks")
     order = np.random.default_rng([seed, epoch]).permutation(len(paths))
-    mine = [paths[i] for i in order[rank::num_ranks]]
+    mine = order[rank::num_ranks]
     shuffle_seed, _ = _epoch_seeds(seed, epoch, rank)
-    ds = tf.data.Dataset.from_tensor_slices(mine)
-    ds = ds.interleave(tf.data.TFRecordDataset, cycle_length=min(len(mine), 8), block_length=1,
+    if record_ids:
+        counts = np.array([s["num_records"] for s in manifest["shards"]], np.int64)
+        ends = np.cumsum(counts)
+        ds = tf.data.Dataset.from_tensor_slices((ends[mine] - counts[mine], ends[mine]))
+        read = tf.data.Dataset.range  # a shard's ids, in the order its file holds the records
+    else:
+        ds, read = tf.data.Dataset.from_tensor_slices([paths[i] for i in mine]), tf.data.TFRecordDataset
+    ds = ds.interleave(read, cycle_length=min(len(mine), 8), block_length=1,
                        num_parallel_calls=tf.data.AUTOTUNE, deterministic=cfg.data.deterministic)
     ds = ds.shuffle(cfg.data.shuffle_buffer, seed=shuffle_seed).repeat().take(steps * batch).enumerate()
     return ds, steps
+
+
+_cache = {}  # data.cache: {"key": what the cached split depends on, "split": its tensors}; one split per process
+
+
+def cached_split(cfg, anchors) -> dict:
+    """The train split decoded in memory (data.cache), made at the first call and kept for the process.
+
+    Tensors indexed by record id (train_records(record_ids=True)). With data.augment: `pixels`
+    [N, (h*w*3)] uint8, `boxes` [N, (m), 4], `labels` [N, (m)], `crowd` [N, (m)] (ragged), `height`,
+    `width` [N] (see cached_record). Without: the finished examples `images` [N,S,S,3] float32,
+    `loc` [N,n,4], `cls` [N,n] int32 (see train_example). Memory: N decoded images, or N examples.
+    """
+    train_dir = os.path.join(cfg.data.data_dir, "train")
+    manifest = read_manifest(train_dir)
+    anchors = np.asarray(anchors, np.float32)
+    key = json.dumps([os.path.abspath(train_dir), os.stat(os.path.join(train_dir, "manifest.json")).st_mtime_ns,
+                      dataclasses.asdict(cfg.data), dataclasses.asdict(cfg.model), hashlib.sha1(anchors).hexdigest()])
+    if _cache.get("key") == key:
+        return _cache["split"]
+    _cache.clear()  # the previous split's memory goes before the next one is made
+    ds = tf.data.TFRecordDataset(manifest["paths"])  # in id order
+    if cfg.data.augment:
+        def decoded(serialized):
+            parsed = records.parse(serialized)
+            pixels = tf.reshape(tf.io.decode_jpeg(parsed.pop("jpeg"), channels=3), [-1])
+            return {"pixels": pixels, **parsed}
+
+        split = ds.map(decoded, num_parallel_calls=tf.data.AUTOTUNE).ragged_batch(manifest["num_records"])
+        split = split.get_single_element()
+    else:
+        anchors = tf.constant(anchors)
+        no_seed = tf.zeros([2], tf.int64)  # unused without augmentation
+        ds = ds.map(lambda s: train_example(cfg, anchors, records.parse(s), no_seed),
+                    num_parallel_calls=tf.data.AUTOTUNE)
+        images, (loc, cls) = ds.batch(manifest["num_records"]).get_single_element()
+        split = {"images": images, "loc": loc, "cls": cls}
+    _cache.update(key=key, split=split)
+    return split
+
+
+def cached_record(split: dict, record_id: tf.Tensor) -> dict:
+    """One record of a cached_split (with augmentation) as records.parse gives it, but with `image`
+    [h,w,3] uint8 (decoded) in place of `jpeg`."""
+    record = {k: v[record_id] for k, v in split.items() if k != "pixels"}
+    record["image"] = tf.reshape(split["pixels"][record_id], tf.stack([record["height"], record["width"], 3]))
+    return record
 
 
 def train_dataset(cfg, anchors, rank: int, num_ranks: int, seed: int, epoch: int) -> tf.data.Dataset:
@@ -169,17 +241,25 @@ def train_dataset(cfg, anchors, rank: int, num_ranks: int, seed: int, epoch: int
     Yields (images [B,S,S,3] float32, (loc_targets [B,n,4] float32, cls_targets [B,n] int32)),
     B = train.batch_size, exactly steps_per_epoch(num_records, B * num_ranks) batches.
     """
-    ds, _ = train_records(cfg, rank, num_ranks, seed, epoch)
+    split = cached_split(cfg, anchors) if cfg.data.cache else None
+    ds, _ = train_records(cfg, rank, num_ranks, seed, epoch, record_ids=split is not None)
+    batch, deterministic = cfg.train.batch_size, cfg.data.deterministic
+    if split is not None and not cfg.data.augment:
+        def examples(_, ids):  # whole batches of finished examples
+            return tf.gather(split["images"], ids), (tf.gather(split["loc"], ids), tf.gather(split["cls"], ids))
+
+        ds = ds.batch(batch, drop_remainder=True).map(examples, num_parallel_calls=tf.data.AUTOTUNE)
+        return ds.prefetch(tf.data.AUTOTUNE).with_options(_options(deterministic))
     _, augment_seed = _epoch_seeds(seed, epoch, rank)
     anchors = tf.constant(anchors, tf.float32)
+    read = records.parse if split is None else lambda record_id: cached_record(split, record_id)
 
-    def example(index, serialized):
+    def example(index, record):
         seed = tf.stack([tf.constant(augment_seed, tf.int64), index])
-        return train_example(cfg, anchors, records.parse(serialized), seed)
+        return train_example(cfg, anchors, read(record), seed)
 
-    deterministic = cfg.data.deterministic
     ds = ds.map(example, num_parallel_calls=tf.data.AUTOTUNE, deterministic=deterministic)
-    ds = ds.batch(cfg.train.batch_size, drop_remainder=True).prefetch(tf.data.AUTOTUNE)
+    ds = ds.batch(batch, drop_remainder=True).prefetch(tf.data.AUTOTUNE)
     return ds.with_options(_options(deterministic))
 
 
