@@ -18,9 +18,10 @@ import contextlib
 import copy
 import dataclasses
 import io
-import json
 
 import numpy as np
+
+from ssd.jsonfile import write_json
 
 STAT_NAMES = (
     "AP@[.5:.95]", "AP@.5", "AP@.75", "AP small", "AP medium", "AP large",
@@ -70,12 +71,8 @@ def order_by_image(detections: np.ndarray) -> np.ndarray:
 
 
 def write_records(records: list[dict], path: str) -> None:
-    """Writes records as a COCO results JSON file (float64 values round-trip exactly).
-
-    json.dumps then one write: json.dump's chunked encoder is 3x slower (7 s for 500k records).
-    """
-    with open(path, "w") as f:
-        f.write(json.dumps(records))
+    """Writes records as a COCO results JSON file (float64 values round-trip exactly)."""
+    write_json(path, records, indent=None)
 
 
 def check_image_ids(image_ids, gt_image_ids, gt_json: str) -> None:

@@ -18,10 +18,11 @@ Seconds as floats; the parts sum to run_seconds. The parts are wall-clock time o
 from __future__ import annotations
 
 import contextlib
-import json
 import os
 import time
 from collections.abc import Iterator
+
+from ssd.jsonfile import write_json
 
 PARTS = ("train_steps", "eval_inference", "scoring_wait", "checkpoints")
 
@@ -63,11 +64,7 @@ class Timing:
     def write(self, run_dir: str, run_seconds: float) -> dict:
         """Writes run_dir/timing.json (atomically) and returns its content."""
         data = self.breakdown(run_seconds)
-        path = os.path.join(run_dir, "timing.json")
-        with open(path + ".tmp", "w") as f:
-            json.dump(data, f, indent=2)
-            f.write("\n")
-        os.replace(path + ".tmp", path)
+        write_json(os.path.join(run_dir, "timing.json"), data)
         return data
 
 

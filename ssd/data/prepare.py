@@ -44,6 +44,8 @@ import time
 import numpy as np
 from PIL import Image
 
+from ssd.jsonfile import write_json
+
 SPLITS = ("train", "val")
 
 
@@ -261,10 +263,7 @@ def prepare(image_dir: str, annotations: str, split: str, out: str, num_shards: 
     }
     if split == "val":
         _write_ground_truth(data, items, bad_images, category_ids, os.path.join(out, "instances.json"))
-    path = os.path.join(out, "manifest.json")
-    with open(path + ".tmp", "w") as f:
-        json.dump(manifest, f, indent=1)
-    os.replace(path + ".tmp", path)
+    write_json(os.path.join(out, "manifest.json"), manifest, indent=1)
     return manifest
 
 
@@ -276,9 +275,7 @@ def _write_ground_truth(data: dict, items: list[dict], skipped_ids: set, categor
     gt["images"] = [im for im in data["images"] if im["id"] in keep]
     gt["annotations"] = [a for a in data["annotations"] if a.get("image_id") in keep and a.get("category_id") in known
                          and _clip_box(a.get("bbox"), 1, 1)[1] != "malformed bbox"]
-    with open(path + ".tmp", "w") as f:
-        json.dump(gt, f)
-    os.replace(path + ".tmp", path)
+    write_json(path, gt, indent=None)
 
 
 def report(manifest: dict, out: str, limit: int = 10) -> str:

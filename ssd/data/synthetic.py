@@ -17,13 +17,14 @@ not depend on the number of workers.
 """
 
 import argparse
-import json
 import multiprocessing
 import os
 import time
 
 import numpy as np
 from PIL import Image, ImageDraw
+
+from ssd.jsonfile import write_json
 
 # COCO-style category ids: not contiguous, not starting at 1 (the converter maps them to 1..3).
 CATEGORIES = [
@@ -132,10 +133,7 @@ def write_split(out: str, split: str, count: int, seed: int, workers: int) -> st
         "annotations": annotations,
     }
     path = os.path.join(out, "annotations", f"instances_{split}.json")
-    with open(path + ".tmp", "w") as f:
-        json.dump(data, f)
-    os.replace(path + ".tmp", path)
-    return path
+    return write_json(path, data, indent=None)
 
 
 def main(argv: list[str] | None = None) -> None:
