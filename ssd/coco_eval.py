@@ -1,15 +1,8 @@
 """COCO box evaluation: detections in the COCO results format and the 12 COCOeval statistics.
 
-Two backends with one API: faster-coco-eval (a C++ reimplementation, the default:
-`eval.backend=faster_coco_eval`, 9x faster) and pycocotools (the official scorer,
-`eval.backend=pycocotools`). They give the same 12 numbers: equal on the 5000-image
-`python -m benchmark.eval_speed`, and within 1e-15 on coco128 (tests/test_coco_eval.py), where two
-averages differ in the last bit because the C++ code sums in another order.
-
-A detection array is float64 [N, 7]: (image_id, x, y, w, h, score, category_id) with the box in
-pixels of the original image (x, y the top-left corner), the layout of pycocotools'
-`loadNumpyAnnotations`. A record is the COCO results-format dict
-{"image_id", "category_id", "bbox": [x, y, w, h], "score"}.
+Two backends with one API: faster-coco-eval (C++, 9x faster, the default) and pycocotools (the
+official scorer). They give the same 12 numbers: equal on `python -m benchmark.eval_speed`, within
+1e-15 on coco128 (tests/test_coco_eval.py), where the C++ code sums in another order.
 """
 
 from __future__ import annotations
