@@ -27,6 +27,7 @@ from mlperf_logging.system_desc_checker.system_desc_checker import check_system_
 from compliance.mllog_records import HYPERPARAMETERS
 from compliance.summarize import (AVAILABILITY, BENCHMARK, RUNS_PER_SCORE, SYSTEM_DESC_FIELDS, RunResult,
                                   format_minutes, format_rows, olympic_score, summarize_run)
+from ssd.jsonfile import write_json
 
 OFFICIAL_RULESET = "6.1.0"  # the training ruleset of the installed mlperf_logging (check.sh parses with it)
 # Counts that result_summarizer.summarize_results multiplies as int(desc[field]).
@@ -294,9 +295,7 @@ def main(argv: list[str] | None = None) -> int:
     else:
         print(format_report(report))
         if args.json:
-            with open(args.json, "w") as f:
-                json.dump(report, f, indent=2)
-                f.write("\n")
+            write_json(args.json, report)
     return 0 if report["passed"] else 1
 
 

@@ -30,6 +30,7 @@ from dataclasses import asdict, dataclass, field
 
 from compliance.mllog_records import (HYPERPARAMETERS, converged, epochs_trained, first_value, read_log,
                                       run_minutes)
+from ssd.jsonfile import write_json
 
 BENCHMARK = "ssd-large"
 RUNS_PER_SCORE = 5
@@ -225,9 +226,7 @@ def write_submission(summary: dict, out: str, given_desc: dict, implementation: 
     for i, run in enumerate(summary["runs"]):
         shutil.copyfile(run["log"], os.path.join(results, f"result_{i}.txt"))
     os.makedirs(os.path.join(out, org, "systems"), exist_ok=True)
-    with open(os.path.join(out, org, "systems", f"{system}.json"), "w") as f:
-        json.dump(desc, f, indent=2)
-        f.write("\n")
+    write_json(os.path.join(out, org, "systems", f"{system}.json"), desc)
     impl = os.path.join(out, org, "benchmarks", BENCHMARK, "implementations", implementation)
     ignore = shutil.ignore_patterns("__pycache__", "*.pyc")
     for rel in IMPLEMENTATION_FILES:
@@ -254,9 +253,7 @@ def main(argv: list[str] | None = None) -> int:
         sys.exit(f"summarize: {err}")
     print(format_table(summary))
     if args.json:
-        with open(args.json, "w") as f:
-            json.dump(summary, f, indent=2)
-            f.write("\n")
+        write_json(args.json, summary)
     if args.submission:
         given = {}
         if args.system_desc:

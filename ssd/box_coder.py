@@ -1,12 +1,10 @@
 """SSD box coding: ground-truth boxes <-> offsets relative to default boxes.
 
-For a box (cx, cy, w, h) and a default box (acx, acy, aw, ah), with variances (v_c, v_s) =
-(0.1, 0.2) in the reference:
-
     dcx = (cx - acx) / aw / v_c      dw = log(w / aw) / v_s
     dcy = (cy - acy) / ah / v_c      dh = log(h / ah) / v_s
 
-This is the reference's `Loss._loc_vec` (encode) and `scale_back_batch` (decode).
+with variances (v_c, v_s), (0.1, 0.2) in the reference: its `Loss._loc_vec` (encode) and
+`scale_back_batch` (decode).
 """
 
 import tensorflow as tf

@@ -1,14 +1,10 @@
 """Checkpoints: atomic saves (optionally asynchronous), the last K kept, exact resume; model and backbone restore.
 
-A checkpoint directory is written by `tf.train.CheckpointManager`: each save writes its data and
-index files completely before the `checkpoint` state file (the pointer to the latest) is replaced
-atomically, so a process killed mid-save leaves the previous checkpoint as the latest. Only rank 0
-writes; every rank reads (the directory is on a shared file system, or each node holds a copy).
-
-An asynchronous save (`save(step, wait=False)`) copies the variables (on the host) and returns;
-TensorFlow's background thread writes the files and then replaces the state file, so the atomicity
-above holds for it too. `restore_model` is the one loader of a whole model for evaluation, export and
-`ssd.raw_outputs`.
+Atomic because `tf.train.CheckpointManager` writes a save's data and index files before it replaces
+the `checkpoint` state file (the pointer to the latest), for an asynchronous save too (TensorFlow's
+background thread does both, in that order): a process killed mid-save leaves the previous
+checkpoint as the latest. Only rank 0 writes; every rank reads (a shared file system, or a copy on
+each node).
 """
 
 import os

@@ -1,15 +1,8 @@
 """COCO box evaluation: detections in the COCO results format and the 12 COCOeval statistics.
 
-Two backends with one API: faster-coco-eval (a C++ reimplementation, the default:
-`eval.backend=faster_coco_eval`, 9x faster) and pycocotools (the official scorer,
-`eval.backend=pycocotools`). They give the same 12 numbers: equal on the 5000-image
-`python -m benchmark.eval_speed`, and within 1e-15 on coco128 (tests/test_coco_eval.py), where two
-averages differ in the last bit because the C++ code sums in another order.
-
-A detection array is float64 [N, 7]: (image_id, x, y, w, h, score, category_id) with the box in
-pixels of the original image (x, y the top-left corner), the layout of pycocotools'
-`loadNumpyAnnotations`. A record is the COCO results-format dict
-{"image_id", "category_id", "bbox": [x, y, w, h], "score"}.
+Two backends with one API: faster-coco-eval (C++, 9x faster, the default) and pycocotools (the
+official scorer). They give the same 12 numbers: equal on `python -m benchmark.eval_speed`, within
+1e-15 on coco128 (tests/test_coco_eval.py), where the C++ code sums in another order.
 """
 
 from __future__ import annotations
@@ -18,9 +11,10 @@ import contextlib
 import copy
 import dataclasses
 import io
-import json
 
 import numpy as np
+
+from ssd.jsonfile import write_json
 
 STAT_NAMES = (
     "AP@[.5:.95]", "AP@.5", "AP@.75", "AP small", "AP medium", "AP large",
@@ -70,12 +64,8 @@ def order_by_image(detections: np.ndarray) -> np.ndarray:
 
 
 def write_records(records: list[dict], path: str) -> None:
-    """Writes records as a COCO results JSON file (float64 values round-trip exactly).
-
-    json.dumps then one write: json.dump's chunked encoder is 3x slower (7 s for 500k records).
-    """
-    with open(path, "w") as f:
-        f.write(json.dumps(records))
+    """Writes records as a COCO results JSON file (float64 values round-trip exactly)."""
+    write_json(path, records, indent=None)
 
 
 def check_image_ids(image_ids, gt_image_ids, gt_json: str) -> None:

@@ -19,6 +19,8 @@ import sys
 import typing
 from dataclasses import dataclass, field
 
+from ssd.jsonfile import write_json
+
 
 class ConfigError(ValueError):
     """A bad preset name, override or value; its message is one line meant for the user."""
@@ -107,6 +109,7 @@ class RunConfig:
     run_dir: str = "runs/latest"
     log_every_steps: int = 20
     progress_bar: bool = True
+    echo_mllog: bool = False  # also print the compliance log's lines on the console (always in mlperf_log.txt)
     benchmark: str = "ssd-large"
     submission_org: str = "reference"
     submission_platform: str = "unknown"
@@ -299,13 +302,7 @@ def to_dict(cfg: Config) -> dict:
 
 def write_config(cfg: Config, run_dir: str) -> str:
     """Writes the resolved config to run_dir/config.json (atomically) and returns the path."""
-    os.makedirs(run_dir, exist_ok=True)
-    path = os.path.join(run_dir, "config.json")
-    with open(path + ".tmp", "w") as f:
-        json.dump(to_dict(cfg), f, indent=2)
-        f.write("\n")
-    os.replace(path + ".tmp", path)
-    return path
+    return write_json(os.path.join(run_dir, "config.json"), to_dict(cfg))
 
 
 def read_config(path: str) -> Config:

@@ -1,24 +1,12 @@
 """COCO box evaluation on the val split: inference on every rank, scoring on rank 0.
 
-    python -m ssd.evaluate --checkpoint DIR [--out detections.json] [section.key=value ...]
-    python -m ssd.evaluate --saved-model DIR [--out detections.json] [section.key=value ...]
-    horovodrun -np 2 python -m ssd.evaluate --checkpoint DIR ...     (inference split over ranks)
+    python -m ssd.evaluate --checkpoint DIR | --saved-model DIR [--out detections.json] [key=value ...]
 
-DIR's config.json (written by the trainer, `ssd.import_weights` and `ssd.export`) gives the model
-and post-processing settings; `--config NAME` is used only where DIR has none; `key=value`
-overrides apply on top (e.g. `data.data_dir=...`, `eval.batch_size=8`, `eval.backend=pycocotools`).
-Prints the 12 COCO statistics and writes the detections in the COCO results format.
-
-How (`Evaluator`, built once per run): rank r runs the detector (the model and the in-graph
-post-processing, one tf.function traced once) on its share of `data.data_dir/val`
-(ssd.data.pipeline.eval_dataset: record i on rank i % R, padded batches); each rank turns its
-detections into a [N, 7] array (ssd.coco_eval.detection_array: original-image pixels, COCO category
-ids); `infer` gathers the arrays and the image ids from every rank (ssd.distributed.allgather).
-Scoring, on rank 0: the detections ordered by image id (so the result does not depend on the number
-of ranks), the evaluated images checked against `val/instances.json` (each once), COCOeval
-(`eval.backend`). `evaluate` scores in this process and broadcasts the 12 numbers, so every rank
-returns the same result; a failure on rank 0 is broadcast too, and every rank raises. The trainer
-instead hands `infer`'s result to the background scorer (ssd.scorer) with eval.async_scoring.
+`Evaluator` is built once per run. Each rank runs the detector (model and post-processing, one
+tf.function traced once) on its share of val and turns its detections into [N, 7] rows; `infer`
+gathers them from every rank. Rank 0 orders them by image id (the result does not depend on the
+number of ranks), checks the images against val/instances.json and scores; `evaluate` broadcasts the
+result, so every rank returns it or raises. The trainer hands `infer`'s result to ssd.scorer instead.
 """
 
 from __future__ import annotations

@@ -2,30 +2,10 @@
 
     python -m ssd.export --checkpoint DIR --out EXPORT_DIR [section.key=value ...]
 
-writes
-
-    EXPORT_DIR/saved_model_nhwc/   SavedModel, signature serving_default, input `image` [N, S, S, 3]
-    EXPORT_DIR/saved_model_nchw/   the same with input `image` [N, 3, S, S]
-    EXPORT_DIR/frozen_nhwc.pb      GraphDef with the weights as constants and TF1 control flow: its
-    EXPORT_DIR/frozen_nchw.pb      one Placeholder `image`, outputs `detection_bboxes:0` ... (the
-                                   MLPerf inference harness's names; run_frozen_graph runs it)
-    EXPORT_DIR/config.json         (also in each SavedModel directory, for ssd.evaluate --saved-model)
-
-Input: float32 images normalised as in training (RGB / 255, data.mean / data.std), N free.
-Outputs (D = eval.max_detections, n default boxes, C classes with background):
-
-    detection_bboxes   [N, D, 4] float32 (x1, y1, x2, y2) normalised to the input, best first
-    detection_scores   [N, D] float32; rows past the image's detections are 0
-    detection_classes  [N, D] int32 labels 1..C-1 (label i is COCO category_ids[i - 1] of the
-                       training manifest); 0 in the padding rows
-    py_location_pred   [N, 4, n] box offsets, and py_cls_pred [N, C, n] class logits: the raw head
-                       outputs in the PyTorch reference's layout (ssd.model.reference_layout)
-
-NCHW: the NCHW export builds the model with `model.data_format=channels_first`, so its convolutions
-run in NCHW (the layout GPUs prefer); its graph takes the NCHW input as it is (the transpose the
-Keras model puts at its NHWC input and the one that feeds it NCHW cancel, and TensorFlow's graph
-optimiser removes such pairs). Both exports hold the same weights; their outputs agree to float
-rounding (convolution algorithms differ between layouts).
+The model and the in-graph post-processing behind one input, `image`, with the MLPerf inference
+harness's output names; the frozen graph is the file that harness loads. The NCHW export builds the
+model channels_first, so its convolutions run in NCHW (the layout GPUs prefer). Files and outputs:
+docs/interfaces.md.
 """
 
 from __future__ import annotations
@@ -70,7 +50,7 @@ class InferenceModule(tf.Module):
 
 
 def export(checkpoint_dir: str, cfg: config.Config, out_dir: str) -> dict[str, str]:
-    """Writes the four exports of checkpoint_dir (see the module docstring); returns their paths."""
+    """Writes the four exports of checkpoint_dir (docs/interfaces.md); returns their paths."""
     from ssd.checkpoint import restore_model
 
     os.makedirs(out_dir, exist_ok=True)

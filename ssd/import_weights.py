@@ -3,13 +3,9 @@
     python -m ssd.import_weights --format torchvision resnet34-333f7ec4.pth --out weights/resnet34
     python -m ssd.import_weights --format reference resnet34-ssd1200.pth --out weights/ssd_r34
 
-torchvision: the ImageNet ResNet34 checkpoint (torchvision key names: conv1, bn1, layer1..layer3;
-layer4 and fc are not used) -> the backbone, written as tf.train.Checkpoint(backbone=model.backbone).
-reference: a whole SSD-R34 state dict with the key names of mlcommons/inference `ssd_r34.py`
-(model.layer1.* = conv1, bn1, relu, maxpool, layer1, layer2; model.layer2.0.* = layer3;
-additional_blocks.N.*, loc.N.*, conf.N.*) -> the model, tf.train.Checkpoint(model=model).
-OUT also gets config.json (the config given, default ssd_large). A key that is missing, has the wrong
-shape, or is not expected stops the import with an error naming it; nothing is written then.
+torchvision: the ImageNet ResNet34 -> the backbone training starts from; reference: a whole SSD-R34
+with the key names of mlcommons/inference `ssd_r34.py` -> the model. Every key and shape is checked
+before anything is written.
 """
 
 from __future__ import annotations

@@ -1,12 +1,9 @@
 """Assigns ground-truth boxes to default boxes (the SSD matching rule), per image, in the graph.
 
-A default box is positive when its best IoU with a (non-crowd) ground-truth box is >= the threshold
-(0.5); in addition, each ground-truth box's best default box is positive and assigned to that box,
-whatever the IoU (the reference's `Encoder.encode`: its best IoU is set to 2.0). Where two
-ground-truth boxes force the same default box, the later one wins, as in the reference's indexed
-assignment. Crowd boxes are ignored: they neither match nor force, so default boxes covering them
-are background unless another box claims them. The reference keeps a default box at IoU > 0.5;
-this uses >= 0.5 (design.md), which differs only at an IoU of exactly 0.5.
+As the reference's `Encoder.encode`: a default box is positive at IoU >= 0.5 with its best box, and
+each box's best default box is forced positive (the reference sets its IoU to 2.0), the later box
+winning one forced twice. The reference keeps IoU > 0.5; this uses >= 0.5 (design.md), which differs
+only at exactly 0.5. Crowd boxes (gt_crowd) neither match nor force.
 """
 
 import tensorflow as tf

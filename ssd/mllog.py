@@ -89,10 +89,10 @@ class MLLogger:
     """Writes MLPerf log lines to `path` (and stdout) on rank 0; every other rank writes nothing.
 
     path: the compliance log file, e.g. <run_dir>/mlperf_log.txt (appended to; the run directory
-    holds one run). rank: the Horovod rank of this process. stdout: also print the lines.
+    holds one run). rank: the Horovod rank of this process. stdout: also print the lines (run.echo_mllog).
     """
 
-    def __init__(self, path: str, rank: int, stdout: bool = True):
+    def __init__(self, path: str, rank: int, stdout: bool = False):
         self.path = path
         self.enabled = rank == 0
         self._logger = None

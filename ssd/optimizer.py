@@ -1,13 +1,8 @@
 """SGD with momentum and L2 weight decay, exactly as PyTorch's `torch.optim.SGD` (the reference).
 
-For each variable w with gradient g (averaged over ranks) and the step's learning rate lr:
-
-    g = g + weight_decay x w        (L2 in the gradient; skipped for excluded variables)
-    buf = momentum x buf + g        (buf starts at 0, so the first step has buf = g)
-    w = w - lr x buf
-
-Keras' SGD keeps lr inside the velocity (v = momentum x v - lr x g), which differs from this while
-the learning rate changes (warmup, decay); this optimizer follows the reference.
+Per variable w, gradient g (averaged over ranks) and learning rate lr: g = g + weight_decay x w;
+buf = momentum x buf + g (buf starts at 0); w = w - lr x buf. Keras' SGD keeps lr inside the velocity
+(v = momentum x v - lr x g), which differs while the learning rate changes (warmup, decay).
 With `exclude_bn_bias`, variables of rank <= 1 (batch-norm gamma/beta and biases) get no decay.
 """
 

@@ -1,17 +1,9 @@
 """Post-processing: SSD head outputs -> at most D scored, labelled boxes per image, in the graph.
 
-The reference rule (MLPerf SSD `decode_single`), batched over images and classes:
-
-1. decode the box offsets against the default boxes (xyxy, normalised to the network input);
-2. softmax over the classes; background (class 0) is dropped;
-3. per class, the `eval.pre_nms_top_k` highest-scoring boxes with score > `eval.score_threshold`;
-4. per class, greedy NMS over those candidates in descending score order: a candidate is dropped
-   when its IoU with an already kept candidate is >= `eval.nms_iou` (the reference keeps
-   `iou < criteria`);
-5. the `eval.max_detections` highest-scoring kept boxes over all classes, best first.
-
-Ties in score keep a fixed order (`tf.math.top_k` puts the lower index first: lower class, then the
-earlier candidate). Boxes are not clipped to the image (neither are the reference's).
+The reference rule (MLPerf SSD `decode_single`: decode, softmax, per class the top-k above a score
+threshold, greedy NMS, the best D over all classes), batched over images and classes so it runs in
+the detector's graph. The reference keeps a box while its IoU with each kept one is < criteria, so
+here NMS drops a box at IoU >= eval.nms_iou. Details: docs/interfaces.md.
 """
 
 from __future__ import annotations

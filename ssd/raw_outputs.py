@@ -2,10 +2,8 @@
 
     python -m ssd.raw_outputs --checkpoint DIR --input images.npy --out outputs.npz
 
-DIR: a whole-model checkpoint with its config.json (from training or `ssd.import_weights --format
-reference`). images.npy: [N, 3, S, S] float32, normalised as the reference takes them (NCHW, RGB
-/ 255, ImageNet mean and std). outputs.npz: `py_location_pred` [N, 4, n] and `py_cls_pred` [N, C, n],
-the reference SSD-R34's tensors before decoding, comparable element by element.
+To compare with the PyTorch reference element by element, before any decoding: NCHW images as the
+reference takes them in, its `py_location_pred` [N, 4, n] and `py_cls_pred` [N, C, n] out.
 """
 
 from __future__ import annotations

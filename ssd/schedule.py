@@ -1,16 +1,12 @@
 """The learning-rate schedule: the MLPerf SSD warmup rule, then x decay_factor at boundary epochs.
 
     lr(step) = base_lr x warmup(step) x decay_factor ** (number of boundaries <= step)
-    warmup(step) = 1 - (warmup_steps - step) / (warmup_steps x 2**k)   for step < warmup_steps
-                 = 1                                                     otherwise
+    warmup(step) = 1 - (warmup_steps - step) / (warmup_steps x 2**k) below warmup_steps, else 1
 
-with the integer warmup factor k >= 0 (train.warmup_factor): the reference's `lr_warmup`
-(mlcommons/training retired_benchmarks/ssd-v1/ssd/train.py), lr = base - (wb - i) x base / (wb x 2**k).
-`step` counts the updates already applied: the first update uses lr(0) = base_lr x (1 - 2**-k),
-0 for k = 0. From step warmup_steps on this gives base_lr; the reference leaves the LR at its last
-warmup value, base_lr x (1 - 1 / (warmup_steps x 2**k)), until the first decay boundary.
-base_lr is the config's train.base_lr scaled by global batch / train.lr_reference_batch, and a
-boundary epoch e is the step e x steps_per_epoch (the first step of epoch e + 1, epochs from 1).
+k = train.warmup_factor, as the reference's `lr_warmup` (mlcommons/training retired_benchmarks/
+ssd-v1/ssd/train.py). `step` counts the updates already applied (the first uses base_lr x (1 - 2**-k)).
+From warmup_steps on this gives base_lr, where the reference stays at its last warmup value until
+the first boundary. Boundary epoch e is step e x steps_per_epoch, the first step of epoch e + 1.
 """
 
 import tensorflow as tf

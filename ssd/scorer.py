@@ -1,25 +1,10 @@
 """The background scorer: COCO scoring in a separate process on rank 0, off the critical path.
 
-    scorer = Scorer(gt_json, backend, out_json)   # during init: the process loads the ground truth
-    scorer.ready()                                # once; this waits for it (errors surface here)
-    scorer.submit(epoch, detections, image_ids)   # after an evaluation's inference: sends, returns
-    scorer.poll()                                 # a Score when it is done, else None; never blocks
-    scorer.wait()                                 # blocks until the Score, watching the process
-    scorer.close()                                # after run_stop: the last detections.json is written
-
-Why a process: COCOeval is Python and numpy (pycocotools' per-image loop: 55 s for 5000 images);
-in a thread it would hold the GIL against the training loop. The process is a plain
-`python -m ssd.scorer` that imports numpy and the COCO backend only (0.5 s to start; a
-multiprocessing spawn child would re-import the trainer's module, TensorFlow and Horovod: 4.7
-CPU-seconds). The two talk through a socket pair in pickled messages (multiprocessing.connection):
-one evaluation's arrays are one message (28 MB for 500k detections).
-
-In the scorer, per evaluation: the detections ordered by image id, `coco_eval.coco_stats` against
-the ground truth loaded once, the Score sent back, then `out_json` written (COCO results format).
-
-Failure: the process dying (killed, out of memory), an exception in it, or no answer within
-TIMEOUT_SECONDS raises ScorerFailed with a one-line message. No call blocks on a dead process:
-every read is a poll with a timeout and a liveness check, and a dead peer reads as end of file.
+A process, not a thread: COCOeval is Python and numpy (pycocotools: 55 s for 5000 images) and would
+hold the GIL against the training loop. A plain `python -m ssd.scorer` imports only numpy and the
+COCO backend (0.5 s to start; a multiprocessing spawn child re-imports TensorFlow and Horovod: 4.7
+CPU-seconds); the two talk over a socket pair in pickled messages. No call blocks on a dead process:
+every read polls with a timeout and a liveness check, and a failure is a one-line ScorerFailed.
 """
 
 from __future__ import annotations

@@ -1,27 +1,17 @@
 """Where the timed run's seconds go: run_stop - run_start split into parts, written as timing.json.
 
-    timing = Timing()
-    with timing.part("train_steps"):
-        ...
-        with timing.part("scoring_wait"):   # a nested part pauses the enclosing one
-            ...
-    timing.write(run_dir, run_seconds)      # timing.json; "other" is the rest
-
-timing.json (read by compliance/summarize.py):
-
-    {"run_seconds": <run_stop - run_start as logged>,
-     "parts": {"train_steps": s, "eval_inference": s, "scoring_wait": s, "checkpoints": s, "other": s}}
-
-Seconds as floats; the parts sum to run_seconds. The parts are wall-clock time of rank 0.
+    with timing.part("train_steps"): ...    # a nested part pauses the enclosing one
+    timing.write(run_dir, run_seconds)      # "other" is the rest; format: docs/interfaces.md
 """
 
 from __future__ import annotations
 
 import contextlib
-import json
 import os
 import time
 from collections.abc import Iterator
+
+from ssd.jsonfile import write_json
 
 PARTS = ("train_steps", "eval_inference", "scoring_wait", "checkpoints")
 
@@ -63,11 +53,7 @@ class Timing:
     def write(self, run_dir: str, run_seconds: float) -> dict:
         """Writes run_dir/timing.json (atomically) and returns its content."""
         data = self.breakdown(run_seconds)
-        path = os.path.join(run_dir, "timing.json")
-        with open(path + ".tmp", "w") as f:
-            json.dump(data, f, indent=2)
-            f.write("\n")
-        os.replace(path + ".tmp", path)
+        write_json(os.path.join(run_dir, "timing.json"), data)
         return data
 
 

@@ -2,17 +2,10 @@
 
     state = load_state_dict("resnet34-333f7ec4.pth")   # {"conv1.weight": np.ndarray, ...}
 
-Two container formats exist (torch/serialization.py):
-- zip (torch >= 1.6): `<dir>/data.pkl` is the pickle, tensor storages are `<dir>/data/<key>`.
-- legacy: pickles one after another in a plain file: a magic number, the protocol version, system
-  info, the object (storages as persistent ids), the list of storage keys, then for each key an
-  int64 element count and the raw little-endian bytes. torchvision's 2017 ImageNet checkpoints
-  (resnet34-333f7ec4.pth) are in this format.
-The file may hold a state dict or a whole pickled nn.Module (as the MLPerf inference reference's
-resnet34-ssd1200.pytorch does); a module's tensors are collected in state_dict() order and naming.
-The unpickler imports nothing: tensors and ordered dicts are rebuilt, and every other class or
-function named in the file becomes an inert stand-in that only stores what it is given, so a file
-cannot run code; one that yields no tensors is refused with an error naming the file.
+Both of torch/serialization.py's formats: zip (torch >= 1.6: `<dir>/data.pkl` and the storages in
+`<dir>/data/<key>`) and legacy (pickles one after another, then each storage's count and raw bytes;
+torchvision's 2017 ImageNet checkpoints). The unpickler imports nothing: every class or function
+named in the file becomes an inert stand-in that only stores its arguments, so a file cannot run code.
 """
 
 from __future__ import annotations

@@ -48,6 +48,7 @@ from ssd import checkpoint, coco_eval, config, distributed, schedule
 from ssd.anchors import default_boxes
 from ssd.data import pipeline
 from ssd.evaluate import Evaluator, detector
+from ssd.jsonfile import write_json
 from ssd.loss import ssd_loss
 from ssd.mllog import MLLogger
 from ssd.model import build_model
@@ -118,13 +119,6 @@ def make_train_step(model, optimizer, cfg, rank: int = 0):
         return distributed.allreduce_mean(loss)
 
     return train_step
-
-
-def _write_json(path: str, data) -> None:
-    with open(path + ".tmp", "w") as f:
-        json.dump(data, f, indent=2)
-        f.write("\n")
-    os.replace(path + ".tmp", path)
 
 
 class _Reporter:
@@ -205,7 +199,7 @@ class _Reporter:
         if not self.rank0:
             return
         self.metrics["epochs"] = [r for r in self.metrics["epochs"] if r["epoch"] < row["epoch"]] + [row]
-        _write_json(self.metrics_path, self.metrics)
+        write_json(self.metrics_path, self.metrics)
         fields = [f"epoch {row['epoch']}", f"steps {row['steps']}", f"loss {row['loss']:.4f}", f"lr {row['lr']:.6g}",
                   f"images/s {row['images_per_s']:.1f}"] + ([f"mAP {row['map']:.4f}"] if "map" in row else [])
         self.line(" ".join(fields))
@@ -230,7 +224,7 @@ class _Reporter:
             self.waiting = None
         if self.rank0:
             self.metrics["status"] = status
-            _write_json(self.metrics_path, self.metrics)
+            write_json(self.metrics_path, self.metrics)
             self.writer.close()
 
 
@@ -275,7 +269,7 @@ def setup(cfg: config.Config, resume: bool = False) -> TrainState:
     if not resume and tf.train.latest_checkpoint(ckpt_dir):
         raise SystemExit(f"{ckpt_dir} already holds checkpoints: pass --resume to continue that run, "
                          "or set run.run_dir to a new directory")
-    mll = MLLogger(os.path.join(cfg.run.run_dir, "mlperf_log.txt"), world.rank)
+    mll = MLLogger(os.path.join(cfg.run.run_dir, "mlperf_log.txt"), world.rank, stdout=cfg.run.echo_mllog)
     mll.cache_clear()
     with mll.block("init"):
         state = _build(cfg, world, mll)

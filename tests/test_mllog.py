@@ -26,7 +26,7 @@ def line_here():
 
 
 def test_lines_carry_the_callers_file_and_line(tmp_path):
-    mll = MLLogger(str(tmp_path / "log.txt"), rank=0, stdout=False)
+    mll = MLLogger(str(tmp_path / "log.txt"), rank=0)
     event_line = line_here() + 1
     mll.event("custom_key", 7, {"extra": 1})
     block_line = line_here() + 1
@@ -56,8 +56,12 @@ def test_other_ranks_write_nothing(tmp_path, capsys):
     assert capsys.readouterr().out == ""
 
 
-def test_rank_zero_also_prints(tmp_path, capsys):
-    mll = MLLogger(str(tmp_path / "log.txt"), rank=0)
+def test_rank_zero_echoes_only_when_asked(tmp_path, capsys):
+    quiet = MLLogger(str(tmp_path / "quiet.txt"), rank=0)
+    quiet.cache_clear()
+    quiet.close()
+    assert capsys.readouterr().out == "" and (tmp_path / "quiet.txt").read_text().startswith(PREFIX)
+    mll = MLLogger(str(tmp_path / "log.txt"), rank=0, stdout=True)  # run.echo_mllog
     mll.cache_clear()
     mll.close()
     printed = capsys.readouterr().out
@@ -67,7 +71,7 @@ def test_rank_zero_also_prints(tmp_path, capsys):
 
 @pytest.mark.parametrize("succeed, status", [(True, "success"), (False, "aborted")])
 def test_run_status(tmp_path, succeed, status):
-    mll = MLLogger(str(tmp_path / "log.txt"), rank=0, stdout=False)
+    mll = MLLogger(str(tmp_path / "log.txt"), rank=0)
     with mll.run() as run:
         with mll.epoch(1):
             pass
@@ -82,7 +86,7 @@ def test_run_status(tmp_path, succeed, status):
 
 
 def test_exception_closes_every_block_and_aborts(tmp_path):
-    mll = MLLogger(str(tmp_path / "log.txt"), rank=0, stdout=False)
+    mll = MLLogger(str(tmp_path / "log.txt"), rank=0)
     with pytest.raises(RuntimeError, match="boom"):
         with mll.run() as run:
             with mll.epoch(1):
@@ -98,7 +102,7 @@ def test_exception_closes_every_block_and_aborts(tmp_path):
 def test_submission_and_hyperparameters_from_config(tmp_path):
     cfg = load_config("ssd_large", ["run.submission_org=acme", "run.submission_platform=8xH100",
                                     "train.lr_decay_epochs=44,55", "data.crop_max_trials=1", "train.warmup_factor=2"])
-    mll = MLLogger(str(tmp_path / "log.txt"), rank=0, stdout=False)
+    mll = MLLogger(str(tmp_path / "log.txt"), rank=0)
     mll.cache_clear()
     mll.submission_info(cfg)
     mll.hyperparameters(cfg, seed=42, global_batch=256, train_samples=117266, eval_samples=5000)
@@ -121,7 +125,7 @@ def test_submission_and_hyperparameters_from_config(tmp_path):
 
 
 def test_eval_accuracy_is_a_float_with_its_epoch(tmp_path):
-    mll = MLLogger(str(tmp_path / "log.txt"), rank=0, stdout=False)
+    mll = MLLogger(str(tmp_path / "log.txt"), rank=0)
     mll.eval_accuracy(np.float32(0.25), 40)
     (r,) = records(tmp_path / "log.txt")
     assert r["key"] == "eval_accuracy" and r["metadata"]["epoch_num"] == 40
@@ -130,6 +134,6 @@ def test_eval_accuracy_is_a_float_with_its_epoch(tmp_path):
 
 @pytest.mark.parametrize("seed", [-1, 1.5, None])
 def test_unresolved_seed_is_refused(tmp_path, seed):
-    mll = MLLogger(str(tmp_path / "log.txt"), rank=0, stdout=False)
+    mll = MLLogger(str(tmp_path / "log.txt"), rank=0)
     with pytest.raises(ValueError, match="seed"):
         mll.hyperparameters(load_config("demo"), seed=seed, global_batch=2, train_samples=1, eval_samples=1)

@@ -23,7 +23,7 @@ def make_run(run_dir, minutes, accuracies=(0.1, 0.3), platform="2xcpu"):
     and whose run_stop is `minutes` after its run_start."""
     cfg = load_config("demo", [f"run.submission_platform={platform}", "run.submission_org=acme"])
     path = run_dir / "mlperf_log.txt"
-    mll = MLLogger(str(path), rank=0, stdout=False)
+    mll = MLLogger(str(path), rank=0)
     mll.cache_clear()
     with mll.block("init"):
         mll.submission_info(cfg)

@@ -1,34 +1,10 @@
 """COCO directory (images + instances JSON) -> sharded TFRecords + manifest.
 
-    python -m ssd.data.prepare --coco-dir data/coco --split train --out data/coco/tfrecords/train
-    python -m ssd.data.prepare --coco-dir data/coco --split val --out data/coco/tfrecords/val
+    python -m ssd.data.prepare --coco-dir data/coco --split train|val --out data/coco/tfrecords/<split>
 
-reads COCO_DIR/<image-set>/*.jpg and COCO_DIR/annotations/instances_<image-set>.json (image set
-`<split>2017` unless --image-set says otherwise) and writes
-
-    OUT/<split>-NNNNN-of-NNNNN.tfrecord   records in the format of ssd/data/records.py
-    OUT/manifest.json                     split, num_records, category_ids, shards, counts, skipped
-    OUT/instances.json                    (val) the ground truth the evaluation scores against:
-                                          the source JSON restricted to the images written
-
-Which images: train keeps the images with at least one annotation (MLPerf's train set: 117266 of
-train2017's 118287); val keeps every image (5000 for val2017). Labels are 1..K in the order of the
-sorted COCO category ids (manifest `category_ids` maps back). Crowd annotations are kept as flags.
-
-Bad input (nothing is dropped without being listed in the manifest and the printed report):
-- malformed JSON, or a JSON without images/annotations/categories: an error naming the file;
-- an image file that is missing, corrupt or truncated, or whose size differs from the JSON: the
-  image is skipped (reason, file, image id);
-- a PNG or CMYK (or other non RGB/grayscale) image named .jpg: re-encoded as an RGB JPEG (quality
-  95) and counted; grayscale JPEGs are kept as they are (the pipeline decodes 3 channels), counted;
-- an annotation for a missing image, with an unknown category id, a malformed bbox, or zero width
-  or height: dropped (reason, annotation id); a box partly outside the image is clipped (counted),
-  one entirely outside is dropped.
-
-Writing is restartable: shards are written under a temporary name and renamed when complete, and
-manifest.json is written last; readers only read the shards a manifest lists. A run refuses an OUT
-that holds a finished conversion unless --overwrite is given, and clears leftovers of an
-interrupted run.
+Run once before training: the pipelines then read shards of records instead of a large JSON and
+loose files, and all bad COCO input is met here, where it is skipped or repaired and listed in the
+manifest, never dropped silently. Layout, image selection and bad-input rules: docs/interfaces.md.
 """
 
 import argparse
@@ -43,6 +19,8 @@ import time
 
 import numpy as np
 from PIL import Image
+
+from ssd.jsonfile import write_json
 
 SPLITS = ("train", "val")
 
@@ -261,10 +239,7 @@ def prepare(image_dir: str, annotations: str, split: str, out: str, num_shards: 
     }
     if split == "val":
         _write_ground_truth(data, items, bad_images, category_ids, os.path.join(out, "instances.json"))
-    path = os.path.join(out, "manifest.json")
-    with open(path + ".tmp", "w") as f:
-        json.dump(manifest, f, indent=1)
-    os.replace(path + ".tmp", path)
+    write_json(os.path.join(out, "manifest.json"), manifest, indent=1)
     return manifest
 
 
@@ -276,9 +251,7 @@ def _write_ground_truth(data: dict, items: list[dict], skipped_ids: set, categor
     gt["images"] = [im for im in data["images"] if im["id"] in keep]
     gt["annotations"] = [a for a in data["annotations"] if a.get("image_id") in keep and a.get("category_id") in known
                          and _clip_box(a.get("bbox"), 1, 1)[1] != "malformed bbox"]
-    with open(path + ".tmp", "w") as f:
-        json.dump(gt, f)
-    os.replace(path + ".tmp", path)
+    write_json(path, gt, indent=None)
 
 
 def report(manifest: dict, out: str, limit: int = 10) -> str:

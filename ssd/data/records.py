@@ -1,15 +1,7 @@
 """The TFRecord format of one image and its boxes: `to_example` (Python, prepare) and `parse` (TF graph).
 
-One record per image:
-
-    image/encoded       bytes    the original JPEG file (never re-encoded unless it was not a
-                                 decodable baseline RGB/grayscale JPEG; see prepare.py)
-    image/id            int64    COCO image id
-    image/height        int64    original height, pixels
-    image/width         int64    original width, pixels
-    object/bbox         float32  [m*4] xyxy normalised to [0, 1] of the original image, row-major
-    object/label        int64    [m] 1..K (label i <-> COCO category id manifest["category_ids"][i-1])
-    object/crowd        int64    [m] 1 for iscrowd annotations (kept as flags, never matched)
+A record keeps the original JPEG bytes (no re-encoding loss; the pipeline decodes only its crop
+window) and boxes normalised to the original image. The features: docs/interfaces.md.
 """
 
 import numpy as np

@@ -2,28 +2,20 @@
 
     python -m ssd.data.synthetic --out data/demo/coco [--train 2000] [--val 200] [--seed 0]
 
-writes, like COCO:
-
-    OUT/train2017/000000000001.jpg ...        images, 300-400 px a side, JPEG
-    OUT/val2017/000001000001.jpg ...
-    OUT/annotations/instances_train2017.json  COCO instances (bbox [x, y, w, h] pixels, area,
-    OUT/annotations/instances_val2017.json    polygon segmentation, iscrowd 0)
-
-Three classes with COCO-style non-contiguous category ids (CATEGORIES): filled circles (reddish),
-squares (greenish) and triangles (bluish), 1-4 per image, sides 15%-60% of the shorter image side,
-two boxes overlapping by at most a quarter of the smaller one, on a plain or noisy grey background.
-Image i of a split is drawn from its own generator seeded by (seed, split, i), so the output does
-not depend on the number of workers.
+The demo's data: filled circles, squares and triangles, easy to learn, in COCO's layout and format,
+so the real converter, pipeline and scorer run on it unchanged. Image i of a split has its own
+generator seeded by (seed, split, i), so the output does not depend on the number of workers.
 """
 
 import argparse
-import json
 import multiprocessing
 import os
 import time
 
 import numpy as np
 from PIL import Image, ImageDraw
+
+from ssd.jsonfile import write_json
 
 # COCO-style category ids: not contiguous, not starting at 1 (the converter maps them to 1..3).
 CATEGORIES = [
@@ -132,10 +124,7 @@ def write_split(out: str, split: str, count: int, seed: int, workers: int) -> st
         "annotations": annotations,
     }
     path = os.path.join(out, "annotations", f"instances_{split}.json")
-    with open(path + ".tmp", "w") as f:
-        json.dump(data, f)
-    os.replace(path + ".tmp", path)
-    return path
+    return write_json(path, data, indent=None)
 
 
 def main(argv: list[str] | None = None) -> None:
