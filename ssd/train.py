@@ -209,13 +209,14 @@ class _Reporter:
                 tf.summary.scalar("eval/mAP", row["map"])
         self.writer.flush()
 
-    def line(self, text: str) -> None:
+    def line(self, text: str, console: bool = True) -> None:
         """Appends `text` to train_log.txt and prints it (rank 0)."""
         if not self.rank0:
             return
         with open(self.train_log, "a") as f:
             f.write(text + "\n")
-        print(text, flush=True)
+        if console:
+            print(text, flush=True)
 
     def finish(self, status: str) -> None:
         """Writes a row still waiting (its evaluation was never scored) and the run's status."""
@@ -533,8 +534,10 @@ def _collect_score(state: TrainState, block: bool) -> str | None:
                 score = state.scorer.wait() if block else state.scorer.poll()
                 if score is not None:
                     status[:] = (1, score.epoch, score.stats[0])
-                    print(f"eval after epoch {score.epoch}: scored in {score.seconds:.1f} s in the background\n"
-                          f"{coco_eval.format_stats(score.stats)}", flush=True)
+                    stats = [" ".join(line.split()) for line in coco_eval.format_stats(score.stats).split("\n")]
+                    print(f"eval after epoch {score.epoch}: {', '.join(stats[:3])}; scored in {score.seconds:.1f} s "
+                          "in the background", flush=True)
+                    state.report.line(f"eval after epoch {score.epoch}: {', '.join(stats)}", console=False)
             except ScorerFailed as err:  # every rank must learn of it at this broadcast
                 status[0], failure = 2, err
         status = distributed.broadcast_vector(status, "score")
