@@ -15,7 +15,8 @@
 # Steps: ./setup_env.sh $SETUP_FLAGS; the data (without COCO_DIR or DATA_DIR: the synthetic
 # dataset, generated once into DEMO_DIR/coco; with COCO_DIR: nothing is downloaded, TFRecords are
 # prepared into DATA_DIR when missing, and torchvision's ResNet34 from COCO_DIR/weights is imported
-# into BACKBONE_WEIGHTS when missing); then, timed, `python -m ssd.train` under the launcher into
+# into BACKBONE_WEIGHTS when missing); the page cache dropped where allowed (DROP_CACHES, below);
+# then, timed, `python -m ssd.train` under the launcher into
 # LOG_DIR/<RUN_NAME>; then compliance/check.sh on its mlperf_log.txt (to compliance_check.txt)
 # and the pictures (python -m ssd.plots). Prints STARTING/ENDING TIMING RUN AT and
 #   RESULT,SSD_LARGE,,<seconds>,<user>,<start>
@@ -128,10 +129,29 @@ else
   done
 fi
 
-# 3. The launch.
+# 3. The launch, after the page cache is dropped.
+# As MLPerf submitters do before each run: `sync`, then 3 written to the kernel's drop_caches (so
+# the run reads its data from disk). cache_clear is logged True only when that write worked: this
+# passes run.cache_cleared=true|false to ssd.train, after the user's overrides. DROP_CACHES (default
+# /proc/sys/vm/drop_caches; tests point it at a file of their own) needs root and a writable /proc.
+drop_page_cache() {
+  local knob=${DROP_CACHES:-/proc/sys/vm/drop_caches}
+  CACHE_CLEARED=false
+  if [[ "$DRY_RUN" == 1 ]]; then
+    run sync
+    echo "+ echo 3 > $knob"
+    if [[ -w "$knob" ]]; then CACHE_CLEARED=true; fi
+  elif sync && (echo 3 > "$knob") 2>/dev/null; then
+    CACHE_CLEARED=true
+    echo "page cache dropped (sync; echo 3 > $knob)"
+  else
+    echo "run_and_time.sh: cannot write $knob (needs root and a writable /proc): the page cache is not dropped, cache_clear False"
+  fi
+}
 RUN_NAME=${RUN_NAME:-${SYSTEM}_$(date -u +%Y%m%dT%H%M%SZ)_$$}
 RUN_DIR="$LOG_DIR/$RUN_NAME"
 [[ ! -e "$RUN_DIR" ]] || die "$RUN_DIR exists: each run needs a new RUN_NAME"
+drop_page_cache
 TRAIN=("$PY" -m ssd.train --config "$CONFIG" "run.run_dir=$RUN_DIR" "data.data_dir=$DATA_DIR"
        "train.batch_size=$BATCH_SIZE" "run.progress_bar=false")
 if [[ -n "${SUBMISSION_ORG:-}" ]]; then TRAIN+=("run.submission_org=$SUBMISSION_ORG"); fi
@@ -139,7 +159,7 @@ if [[ -n "${SUBMISSION_PLATFORM:-}" ]]; then TRAIN+=("run.submission_platform=$S
 if [[ -n "${EVAL_BATCH_SIZE:-}" ]]; then TRAIN+=("eval.batch_size=$EVAL_BATCH_SIZE"); fi
 if [[ -n "${PRECISION:-}" ]]; then TRAIN+=("train.precision=$PRECISION"); fi
 if [[ -n "${BACKBONE_WEIGHTS:-}" ]]; then TRAIN+=("train.backbone_weights=$BACKBONE_WEIGHTS"); fi
-TRAIN+=("$@")
+TRAIN+=("$@" "run.cache_cleared=$CACHE_CLEARED")  # last: what the launcher did, not a setting
 # shellcheck disable=SC2206
 FLAGS=(${LAUNCHER_FLAGS:-})
 case "$LAUNCHER" in

@@ -114,7 +114,10 @@ class RunConfig:
     submission_org: str = "reference"
     submission_platform: str = "unknown"
     submission_division: str = "closed"  # closed | open
-    submission_status: str = "onprem"
+    submission_status: str = "onprem"  # cloud | onprem | preview | research (the MLPerf availability)
+    # True only when the launcher dropped the page cache just before this run (run_and_time.sh
+    # passes it after writing 3 to /proc/sys/vm/drop_caches); logged as cache_clear.
+    cache_cleared: bool = False
 
 
 @dataclass

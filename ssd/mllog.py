@@ -1,7 +1,7 @@
 """The MLPerf compliance log: the only writer of `:::MLLOG` lines, on rank 0 only.
 
     mll = MLLogger(os.path.join(run_dir, "mlperf_log.txt"), rank)
-    mll.cache_clear()
+    mll.cache_clear(cfg.run.cache_cleared)
     with mll.block("init"):
         mll.submission_info(cfg)
         mll.hyperparameters(cfg, seed=seed, global_batch=gb, train_samples=n, eval_samples=m)
@@ -134,8 +134,12 @@ class MLLogger:
         """A point-in-time line `key` with `value` and extra `metadata`."""
         self._log(constants.POINT_IN_TIME, key, value, metadata)
 
-    def cache_clear(self) -> None:
-        self._log(constants.POINT_IN_TIME, constants.CACHE_CLEAR, True)
+    def cache_clear(self, cleared: bool) -> None:
+        """`cache_clear` True only when the page cache was really dropped before this run (the
+        launcher says so: cfg.run.cache_cleared); False otherwise."""
+        if not isinstance(cleared, bool):
+            raise ValueError(f"mllog: cache_clear takes a bool (was the page cache dropped?), got {cleared!r}")
+        self._log(constants.POINT_IN_TIME, constants.CACHE_CLEAR, cleared)
 
     def submission_info(self, cfg) -> None:
         """submission_benchmark/org/division/status/platform from cfg.run."""

@@ -271,7 +271,7 @@ def setup(cfg: config.Config, resume: bool = False) -> TrainState:
         raise SystemExit(f"{ckpt_dir} already holds checkpoints: pass --resume to continue that run, "
                          "or set run.run_dir to a new directory")
     mll = MLLogger(os.path.join(cfg.run.run_dir, "mlperf_log.txt"), world.rank, stdout=cfg.run.echo_mllog)
-    mll.cache_clear()
+    mll.cache_clear(cfg.run.cache_cleared)
     with mll.block("init"):
         state = _build(cfg, world, mll)
         restored = _load_weights(state, resume)

@@ -46,7 +46,7 @@ def test_lines_carry_the_callers_file_and_line(tmp_path):
 def test_other_ranks_write_nothing(tmp_path, capsys):
     cfg = load_config("demo")
     mll = MLLogger(str(tmp_path / "sub" / "log.txt"), rank=1)
-    mll.cache_clear()
+    mll.cache_clear(True)
     with mll.block("init"):
         mll.submission_info(cfg)
         mll.hyperparameters(cfg, seed=1, global_batch=32, train_samples=10, eval_samples=5)
@@ -58,11 +58,11 @@ def test_other_ranks_write_nothing(tmp_path, capsys):
 
 def test_rank_zero_echoes_only_when_asked(tmp_path, capsys):
     quiet = MLLogger(str(tmp_path / "quiet.txt"), rank=0)
-    quiet.cache_clear()
+    quiet.cache_clear(True)
     quiet.close()
     assert capsys.readouterr().out == "" and (tmp_path / "quiet.txt").read_text().startswith(PREFIX)
     mll = MLLogger(str(tmp_path / "log.txt"), rank=0, stdout=True)  # run.echo_mllog
-    mll.cache_clear()
+    mll.cache_clear(True)
     mll.close()
     printed = capsys.readouterr().out
     assert printed == (tmp_path / "log.txt").read_text()
@@ -103,14 +103,14 @@ def test_submission_and_hyperparameters_from_config(tmp_path):
     cfg = load_config("ssd_large", ["run.submission_org=acme", "run.submission_platform=8xH100",
                                     "train.lr_decay_epochs=44,55", "data.crop_max_trials=1", "train.warmup_factor=2"])
     mll = MLLogger(str(tmp_path / "log.txt"), rank=0)
-    mll.cache_clear()
+    mll.cache_clear(cfg.run.cache_cleared)
     mll.submission_info(cfg)
     mll.hyperparameters(cfg, seed=42, global_batch=256, train_samples=117266, eval_samples=5000)
     got = {r["key"]: r["value"] for r in records(tmp_path / "log.txt")}
     keys = [r["key"] for r in records(tmp_path / "log.txt")]
     assert keys == ["cache_clear", "submission_benchmark", "submission_org", "submission_division",
                     "submission_status", "submission_platform"] + HYPERPARAMETERS
-    assert got["cache_clear"] is True
+    assert got["cache_clear"] is False  # nothing dropped the page cache (run.cache_cleared defaults to false)
     assert (got["submission_benchmark"], got["submission_org"], got["submission_division"],
             got["submission_platform"]) == ("ssd-large", "acme", "closed", "8xH100")
     assert got["seed"] == 42 and got["global_batch_size"] == 256 and got["gradient_accumulation_steps"] == 1
@@ -122,6 +122,17 @@ def test_submission_and_hyperparameters_from_config(tmp_path):
     assert got["opt_learning_rate_decay_boundary_epochs"] == [44, 55]
     assert got["max_samples"] == 1 and got["model_bn_span"] == 32
     assert (got["train_samples"], got["eval_samples"]) == (117266, 5000)
+
+
+@pytest.mark.parametrize("cleared", [True, False])
+def test_cache_clear_logs_what_the_launcher_did(tmp_path, cleared):
+    cfg = load_config("ssd_large", [f"run.cache_cleared={str(cleared).lower()}"])
+    mll = MLLogger(str(tmp_path / "log.txt"), rank=0)
+    mll.cache_clear(cfg.run.cache_cleared)
+    with pytest.raises(ValueError, match="cache_clear takes a bool"):
+        mll.cache_clear(1)
+    (record,) = records(tmp_path / "log.txt")
+    assert record["key"] == "cache_clear" and record["value"] is cleared
 
 
 def test_eval_accuracy_is_a_float_with_its_epoch(tmp_path):

@@ -1,5 +1,6 @@
 """run_and_time.sh: each system config's commands (--dry-run) and the arithmetic in its comments;
-the built-in default end to end (slow)."""
+the page cache dropped (or not) and cache_clear logged as it happened, on real runs; the built-in
+default end to end (slow)."""
 
 import json
 import math
@@ -10,7 +11,10 @@ import subprocess
 
 import pytest
 
+from compliance import mllog_records
+from conftest import child_env
 from ssd.config import load_config
+from test_train import tiny_data  # noqa: F401  (the session's generated dataset)
 
 CONFIGS = ["cpu_demo", "cpu_coco128", "1xH100", "8xH100", "2x8xH100"]
 TRAIN_IMAGES = 117266  # COCO train2017 images with annotations
@@ -98,10 +102,27 @@ def test_config_commands_and_arithmetic(repo_root, tmp_path, system):
 
 
 def test_user_overrides_come_last(repo_root, tmp_path):
-    commands, _ = dry_run(repo_root, tmp_path, "cpu_demo", "train.epochs=3", BATCH_SIZE="8")
+    commands, _ = dry_run(repo_root, tmp_path, "cpu_demo", "train.epochs=3", "run.cache_cleared=true", BATCH_SIZE="8",
+                          DROP_CACHES=str(tmp_path / "absent" / "drop_caches"))
     _, args = train_args(commands)
-    assert args[-1] == "train.epochs=3" and "train.batch_size=8" in args
-    assert load_config(args[1], args[2:]).train.epochs == 3
+    # Only the launcher's own fact follows them: whether it dropped the page cache.
+    assert args[-3:] == ["train.epochs=3", "run.cache_cleared=true", "run.cache_cleared=false"]
+    assert "train.batch_size=8" in args
+    cfg = load_config(args[1], args[2:])
+    assert cfg.train.epochs == 3 and cfg.run.cache_cleared is False
+
+
+@pytest.mark.parametrize("allowed", [True, False])
+def test_dry_run_drops_the_page_cache_before_the_launch(repo_root, tmp_path, allowed):
+    knob = tmp_path / ("drop_caches" if allowed else "absent/drop_caches")
+    if allowed:
+        knob.write_text("0\n")
+    commands, _ = dry_run(repo_root, tmp_path, "cpu_demo", DROP_CACHES=str(knob))
+    launch = next(i for i, c in enumerate(commands) if "ssd.train" in c)
+    assert commands[launch - 2:launch] == [["sync"], ["echo", "3", ">", str(knob)]]
+    assert commands[launch][-1] == f"run.cache_cleared={str(allowed).lower()}"
+    if allowed:
+        assert knob.read_text() == "0\n"  # a dry run writes nothing
 
 
 def test_cpu_system_with_coco_runs_the_benchmark(repo_root, tmp_path):
@@ -157,3 +178,31 @@ def test_built_in_default_end_to_end(repo_root, tmp_path):
     assert sum(timing["parts"].values()) == pytest.approx(timing["run_seconds"], abs=1e-9)
     evals = [e["map"] for e in json.loads((run_dir / "metrics.json").read_text())["epochs"] if "map" in e]
     assert evals and evals[-1] >= 0.225, evals
+
+
+@pytest.mark.parametrize("allowed", [True, False])
+def test_cache_clear_is_logged_as_it_happened(repo_root, tiny_data, tmp_path, allowed):  # noqa: F811
+    """A real run_and_time.sh (one process, tiny data, 2 steps): with a writable DROP_CACHES it writes
+    3 there and ssd.train logs cache_clear True; where it may not write (a path in a missing
+    directory, as /proc/sys/vm/drop_caches in an unprivileged container) it says so in one line and
+    ssd.train logs False."""
+    knob = tmp_path / ("drop_caches" if allowed else "absent/drop_caches")
+    if allowed:
+        knob.write_text("0\n")
+    env = dict(child_env(), SYSTEM="cpu_demo", LAUNCHER="single", NRANKS_PER_NODE="1", BATCH_SIZE="8",
+               DATA_DIR=str(tiny_data), LOG_DIR=str(tmp_path / "runs"), RUN_NAME="run", DROP_CACHES=str(knob))
+    proc = subprocess.run([str(repo_root / "run_and_time.sh"), "train.max_steps=2", "eval.epochs=", "eval.every=0"],
+                          env=env, cwd=repo_root, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+                          timeout=1200)
+    # Stopped at train.max_steps: run_stop aborted, so the check fails and the script exits 1.
+    assert proc.returncode == 1 and "the compliance check failed" in proc.stdout, proc.stdout[-5000:]
+    not_dropped = f"run_and_time.sh: cannot write {knob} (needs root and a writable /proc): the page cache is " \
+                  "not dropped, cache_clear False"
+    if allowed:
+        assert knob.read_text() == "3\n" and f"page cache dropped (sync; echo 3 > {knob})" in proc.stdout
+        assert not_dropped not in proc.stdout
+    else:
+        assert proc.stdout.count(not_dropped) == 1 and not knob.parent.exists()
+    records = mllog_records.read_log(tmp_path / "runs" / "run" / "mlperf_log.txt")
+    assert [r["value"] for r in mllog_records.of_key(records, "cache_clear")] == [allowed]
+    assert records[0]["key"] == "cache_clear"

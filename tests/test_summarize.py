@@ -24,7 +24,7 @@ def make_run(run_dir, minutes, accuracies=(0.1, 0.3), platform="2xcpu"):
     cfg = load_config("demo", [f"run.submission_platform={platform}", "run.submission_org=acme"])
     path = run_dir / "mlperf_log.txt"
     mll = MLLogger(str(path), rank=0)
-    mll.cache_clear()
+    mll.cache_clear(False)
     with mll.block("init"):
         mll.submission_info(cfg)
         mll.hyperparameters(cfg, seed=7, global_batch=32, train_samples=64, eval_samples=16)
