@@ -142,7 +142,8 @@ def coco_stats(gt, detections: np.ndarray, backend: str = "faster_coco_eval", im
 
     gt: the instances JSON path (loaded with `backend`), or a `load_ground_truth` result (with its
     own backend; loads the file once for several scorings). Scores exactly what
-    `to_records(detections)` written to a file and loaded with the backend's `COCO.loadRes` gives. Every image of the ground truth is scored (an
+    `to_records(detections)` written to a file and loaded with the backend's `COCO.loadRes` gives.
+    Every image of the ground truth is scored (an
     image without detections counts as all misses); a detection whose image_id is not in it is an
     error, and so, when `image_ids` (the images that went through inference) is given, is any
     difference between it and the images of the ground truth (check_image_ids). Returns float64 [12].

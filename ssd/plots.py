@@ -67,7 +67,7 @@ def plot_predictions(images: list[np.ndarray], truths: list[list[dict]], detecti
             ax.add_patch(plt.Rectangle((x, y), w, h, fill=False, edgecolor="red", linewidth=1.5))
             ax.text(x, y, f"{names.get(rec['category_id'], rec['category_id'])} {rec['score']:.2f}",
                     color="white", fontsize=7, va="bottom", bbox=dict(facecolor="red", alpha=0.7, pad=1, lw=0))
-    fig.suptitle("green: ground truth, red: detections (score >= %.2f)" % min_score, fontsize=9)
+    fig.suptitle(f"green: ground truth, red: detections (score >= {min_score:.2f})", fontsize=9)
     fig.tight_layout()
     fig.savefig(out_png)
     plt.close(fig)

@@ -207,7 +207,7 @@ def _load_legacy(path: str) -> dict:
     return _Unpickler(f, path, lambda storage_type, key, numel: storages[key]).load()
 
 
-def load_state_dict(path: str) -> "collections.OrderedDict[str, np.ndarray]":
+def load_state_dict(path: str) -> collections.OrderedDict[str, np.ndarray]:
     """The tensors of a PyTorch state dict file (or of a pickled module, keyed as its state_dict())
     as numpy arrays, keyed as in the file."""
     if not os.path.isfile(path):

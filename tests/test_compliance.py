@@ -86,7 +86,8 @@ def failures(output):
     (the checker reports the last one per key) or at-least-one check, (key, 'found n') per count."""
     found = set(re.findall(r"CHECK for '(\w+)' failed in line \d+:\n[^\n]*\nfailed test: [^\n]*?#\s*([^\n]*)", output))
     found |= set(re.findall(r"Failed checks for (\w+) : [^\n]*?#\s*([^\n]*)", output))
-    found |= {(key, f"found {n}") for key, n in re.findall(r"Required \w+ occurrence of '(\w+)' but found (\d+)", output)}
+    counts = re.findall(r"Required \w+ occurrence of '(\w+)' but found (\d+)", output)
+    found |= {(key, f"found {n}") for key, n in counts}
     return found
 
 
@@ -130,7 +131,8 @@ def test_the_trainers_orders(runs):
 
 @pytest.mark.parametrize("name, closed, open_", [
     # The closed verdict on a closed run: exactly what tiny data and no cache drop make it.
-    ("closed", SIZES | CACHE | TARGET | {("run_stop", "the run stops right after the first evaluation with mAP >= 0.225")},
+    ("closed", SIZES | CACHE | TARGET
+     | {("run_stop", "the run stops right after the first evaluation with mAP >= 0.225")},
      NOT_OPEN | TARGET | {("run_stop", "the run stops right after the first evaluation with mAP >= 0.225")}),
     ("closed_missed", SIZES | CACHE | TARGET | NOT_SUCCESS, NOT_OPEN | TARGET | NOT_SUCCESS),
     # The wrong evaluation schedule: the evaluation after epoch 1 is not one of closed's.
@@ -305,9 +307,10 @@ def skipped_epoch(rs):
 BROKEN = {
     # What closed means (issue 11): each for its own reason.
     "evaluation after epoch 41, none after 40": (eval_after_epoch(41), {SCHEDULE, SKIPPED}),
-    "short train set": (set_value("train_samples", 117265), {("train_samples", "closed: train_samples is COCO "
-                                                                               "train2017's 117266 images with annotations")}),
-    "part of val": (set_value("eval_samples", 4952), {("eval_samples", "closed: eval_samples is val2017's 5000 images")}),
+    "short train set": (set_value("train_samples", 117265), {
+        ("train_samples", "closed: train_samples is COCO train2017's 117266 images with annotations")}),
+    "part of val": (set_value("eval_samples", 4952), {
+        ("eval_samples", "closed: eval_samples is val2017's 5000 images")}),
     "fractional warmup factor": (set_value("opt_learning_rate_warmup_factor", 1e-3),
                                  {("opt_learning_rate_warmup_factor", "closed: warmup_factor is an integer k >= 0")}),
     "negative warmup factor": (set_value("opt_learning_rate_warmup_factor", -1),

@@ -224,9 +224,9 @@ def test_imported_reference_weights_score_as_the_pytorch_reference_pipeline(setu
             boxes = np.concatenate([xy - wh / 2, xy + wh / 2], axis=1)
             probs = torch.softmax(confs[i].T, dim=-1).numpy()
             h, w = batch["orig_size"].numpy()[i]
-            for score, label, (l, t, r, b) in reference_decode_single(boxes, probs, 0.05, 0.5, 200, 200):
+            for score, label, (left, t, r, b) in reference_decode_single(boxes, probs, 0.05, 0.5, 200, 200):
                 records.append({"image_id": int(batch["image_id"].numpy()[i]), "category_id": category_ids[label - 1],
-                                "bbox": [l * w, t * h, (r - l) * w, (b - t) * h], "score": float(score)})
+                                "bbox": [left * w, t * h, (r - left) * w, (b - t) * h], "score": float(score)})
     (tmp_path / "reference.json").write_text(json.dumps(records))
     reference = _direct_pycocotools(data / "val" / "instances.json", tmp_path / "reference.json")
     assert reference[8] > 0  # something found: AR@100

@@ -61,7 +61,7 @@ def test_command_line_prints_a_first_value(tmp_path):
 
     def run(*args):
         return subprocess.run([sys.executable, "-m", "compliance.mllog_records", *map(str, args)], cwd=ROOT,
-                              stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, timeout=60)
+                              capture_output=True, text=True, timeout=60)
 
     assert run(log, "submission_division").stdout == "open\n"
     assert run(log, "absent").stdout == "\n"

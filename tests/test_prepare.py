@@ -73,7 +73,8 @@ def bad_coco(tmp_path):
     im6 = next(im for im in data["images"] if im["id"] == ids[6])
     extra = [
         {"id": 9001, "image_id": ids[6], "category_id": 3, "bbox": [10, 10, 0, 20], "iscrowd": 0, "area": 0},
-        {"id": 9002, "image_id": ids[6], "category_id": 3, "bbox": [im6["width"] + 5, 10, 20, 20], "iscrowd": 0, "area": 1},
+        {"id": 9002, "image_id": ids[6], "category_id": 3, "bbox": [im6["width"] + 5, 10, 20, 20], "iscrowd": 0,
+         "area": 1},
         {"id": 9003, "image_id": ids[6], "category_id": 3, "bbox": [-10, -10, 40, 30], "iscrowd": 0, "area": 1},
         {"id": 9004, "image_id": 424242, "category_id": 3, "bbox": [1, 1, 5, 5], "iscrowd": 0, "area": 1},
         {"id": 9005, "image_id": ids[7], "category_id": 99, "bbox": [1, 1, 5, 5], "iscrowd": 0, "area": 1},
@@ -143,7 +144,8 @@ def test_refuses_to_overwrite_and_clears_an_interrupted_run(tmp_path):
         pipeline.read_manifest(str(out))
     args = ["--coco-dir", str(root), "--split", "train", "--out", str(out), "--shards", "3", "--workers", "1"]
     prepare.main(args)
-    assert sorted(p.name for p in out.iterdir()) == ["manifest.json"] + [f"train-0000{i}-of-00003.tfrecord" for i in range(3)]
+    shards = [f"train-0000{i}-of-00003.tfrecord" for i in range(3)]
+    assert sorted(p.name for p in out.iterdir()) == ["manifest.json"] + shards
     with pytest.raises(SystemExit, match="holds a finished conversion"):
         prepare.main(args)
     prepare.main(args + ["--overwrite"])

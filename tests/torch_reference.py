@@ -92,7 +92,7 @@ class SSDR34(nn.Module):
         for block in self.additional_blocks:
             y = block(y)
             src.append(y)
-        locs = torch.cat([l(s).view(s.size(0), 4, -1) for s, l in zip(src, self.loc)], 2)
+        locs = torch.cat([conv(s).view(s.size(0), 4, -1) for s, conv in zip(src, self.loc)], 2)
         confs = torch.cat([c(s).view(s.size(0), self.label_num, -1) for s, c in zip(src, self.conf)], 2)
         return features, locs, confs
 

@@ -38,7 +38,8 @@ def load_instances(path: str) -> dict:
         raise PrepareError(f"{path}: no such annotation file") from None
     except json.JSONDecodeError as err:
         raise PrepareError(f"{path}: malformed JSON at line {err.lineno} column {err.colno}: {err.msg}") from None
-    if not isinstance(data, dict) or not all(isinstance(data.get(k), list) for k in ("images", "annotations", "categories")):
+    sections = ("images", "annotations", "categories")
+    if not isinstance(data, dict) or not all(isinstance(data.get(k), list) for k in sections):
         raise PrepareError(f"{path}: not a COCO instances file (needs lists 'images', 'annotations', 'categories')")
     for i, image in enumerate(data["images"]):
         if not (isinstance(image, dict) and all(k in image for k in ("id", "file_name", "height", "width"))):
@@ -207,7 +208,8 @@ def prepare(image_dir: str, annotations: str, split: str, out: str, num_shards: 
     if num_shards > max(len(items), 1):
         raise PrepareError(f"{num_shards} shards for {len(items)} images: use at most one shard per image")
     chunks = np.array_split(np.arange(len(items)), num_shards)
-    jobs = [(out, image_dir, shard_name(split, i, num_shards), [items[j] for j in chunk]) for i, chunk in enumerate(chunks)]
+    jobs = [(out, image_dir, shard_name(split, i, num_shards), [items[j] for j in chunk])
+            for i, chunk in enumerate(chunks)]
     if workers > 1:
         with multiprocessing.get_context("fork").Pool(workers) as pool:
             reports = pool.map(_write_shard, jobs, chunksize=1)
