@@ -26,5 +26,5 @@ fi
 for name in RUN_NAME SUBMISSION_ORG SUBMISSION_PLATFORM BATCH_SIZE NRANKS_PER_NODE; do
   if [[ -n "${!name:-}" ]]; then ARGS+=(-e "$name=${!name}"); fi
 done
-# shellcheck disable=SC2206
-exec docker run "${ARGS[@]}" ${DOCKER_ARGS:-} "$IMAGE" ./run_and_time.sh "$@"
+read -r -a EXTRA <<< "${DOCKER_ARGS:-}"  # word-split as docker arguments
+exec docker run "${ARGS[@]}" "${EXTRA[@]}" "$IMAGE" ./run_and_time.sh "$@"
