@@ -6,7 +6,6 @@ global batch 16: 3 steps per epoch), the demo model, data.deterministic=true, tr
 """
 
 import glob
-import os
 import signal
 import subprocess
 import sys
@@ -15,7 +14,6 @@ from pathlib import Path
 
 import numpy as np
 import psutil
-import pytest
 
 import ssd  # noqa: F401
 import tensorflow as tf
