@@ -564,12 +564,19 @@ def _accept_score(state: TrainState, epoch: int, map_value: float) -> str | None
 
 
 def _save(state: TrainState, wait: bool) -> None:
-    """Checkpoint `ckpt-<step>` of the current state (rank 0 writes), unless this step has one."""
+    """Checkpoint `ckpt-<step>` of the current state (rank 0 writes), unless this step has one.
+
+    Every rank calls it at the same step. The batch-norm moving statistics (per rank until the
+    epoch's end) are first averaged over the ranks, so every rank holds what the checkpoint holds
+    and a run resumed from it continues bitwise as the uninterrupted one does.
+    """
     if state.saved_step == state.step:
         return
     state.counters["step"].assign(state.step)
     state.counters["epoch"].assign(state.step // state.steps_per_epoch)
     with state.timing.part("checkpoints"):
+        if state.world.size > 1:
+            distributed.average(state.model.non_trainable_variables)
         state.ckpts.save(state.step, wait=wait)
     state.saved_step = state.step
 

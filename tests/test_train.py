@@ -109,58 +109,7 @@ def test_mixed_precision_and_xla_steps_train(hvd_launch, tmp_path, overrides):
         assert np.all(np.isfinite(state[key])), key
 
 
-# -- resume ----------------------------------------------------------------------------------------
-
-
-def tensorboard_losses(path):
-    """{step: loss} from one TensorBoard events file."""
-    losses = {}
-    for event in tf.compat.v1.train.summary_iterator(str(path)):
-        for value in event.summary.value:
-            if value.tag == "train/loss":
-                losses[event.step] = float(tf.make_ndarray(value.tensor))
-    return losses
-
-
-def test_killed_run_resumes_exactly(hvd_launch, tiny_data, tmp_path):
-    overrides = ["train.max_steps=14", "train.checkpoint_every_steps=4", "train.keep_checkpoints=10",
-                 "run.log_every_steps=1"]
-    whole, parts = tmp_path / "whole", tmp_path / "parts"
-    hvd_launch(train_argv(tiny_data, whole, *overrides), launcher="single")
-
-    argv = [sys.executable, *train_argv(tiny_data, parts, *overrides)]
-    proc = subprocess.Popen(argv, env=child_env(), stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    state = parts / "checkpoints" / "checkpoint"
-    deadline = time.time() + 120
-    while not (state.exists() and "ckpt-" in state.read_text()) and time.time() < deadline:
-        time.sleep(0.05)
-    assert proc.poll() is None, "the run ended before it could be interrupted"
-    os.kill(proc.pid, signal.SIGKILL)
-    proc.wait()
-    hvd_launch(train_argv(tiny_data, parts, *overrides) + ["--resume"], launcher="single")
-
-    log = (parts / "train_log.txt").read_text()
-    resumed_at = int(log.split("resumed from ")[1].split(" at step ")[1].split()[0])
-    assert 4 <= resumed_at < 14
-    expected = tensorboard_losses(sorted(glob.glob(str(whole / "tensorboard" / "events*")))[0])
-    resumed = tensorboard_losses(sorted(glob.glob(str(parts / "tensorboard" / "events*")))[-1])
-    assert sorted(expected) == list(range(1, 15))
-    assert sorted(resumed) == list(range(resumed_at + 1, 15))
-    for step, loss in resumed.items():
-        assert loss == pytest.approx(expected[step], rel=1e-5), step
-    ckpt_state = tf.train.get_checkpoint_state(str(parts / "checkpoints"))
-    assert ckpt_state.model_checkpoint_path.endswith("ckpt-14")
-    for prefix in ckpt_state.all_model_checkpoint_paths:  # every listed checkpoint reads back whole
-        reader = tf.train.load_checkpoint(prefix)
-        for name in reader.get_variable_to_shape_map():
-            reader.get_tensor(name)
-    a = tf.train.load_checkpoint(str(whole / "checkpoints" / "ckpt-14"))
-    b = tf.train.load_checkpoint(str(parts / "checkpoints" / "ckpt-14"))
-    names = [n for n in a.get_variable_to_shape_map() if "OBJECT_GRAPH" not in n and "save_counter" not in n]
-    assert len(names) > 100
-    for name in names:
-        np.testing.assert_allclose(a.get_tensor(name), b.get_tensor(name), rtol=1e-4, atol=1e-6, err_msg=name)
-    assert run_status(parts) == "aborted"  # stopped at max_steps: the target was not reached
+# -- resume (the kill-and-resume test: tests/test_resume.py) -------------------------------------
 
 
 def test_fresh_run_refuses_a_run_dir_with_checkpoints(hvd_launch, tiny_data, tmp_path):
