@@ -31,6 +31,7 @@ import logging
 import os
 import re
 import sys
+import threading
 from collections.abc import Iterator
 
 from mlperf_logging.mllog import constants
@@ -80,6 +81,8 @@ class MLLogger:
         self.path = path
         self.enabled = rank == 0
         self._logger = None
+        self._run_open = False  # run_start logged, run_stop not yet
+        self._run_lock = threading.Lock()
         if not self.enabled:
             return
         os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
@@ -178,6 +181,7 @@ class MLLogger:
         An exception inside logs `aborted` and propagates.
         """
         self._log(constants.INTERVAL_START, constants.RUN_START)
+        self._run_open = True
         run = Run()
         status = constants.ABORTED
         try:
@@ -185,7 +189,18 @@ class MLLogger:
             if run.succeeded:
                 status = constants.SUCCESS
         finally:
-            self._log(constants.INTERVAL_END, constants.RUN_STOP, metadata={constants.STATUS: status})
+            self._stop_run(status)
+
+    def abort_run(self) -> None:
+        """`run_stop` {status: aborted} now, if the run has started and not stopped; safe from any
+        thread (ssd.distributed.on_termination calls it while the main thread may be blocked)."""
+        self._stop_run(constants.ABORTED)
+
+    def _stop_run(self, status: str) -> None:
+        with self._run_lock:
+            if self._run_open:
+                self._run_open = False
+                self._log(constants.INTERVAL_END, constants.RUN_STOP, metadata={constants.STATUS: status})
 
     def epoch(self, n: int):
         """`epoch_start` / `epoch_stop` {epoch_num: n}; n counts from 1."""

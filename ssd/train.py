@@ -228,10 +228,12 @@ def train(cfg: config.Config, resume: bool = False) -> int:
         raise SystemExit(f"{ckpt_dir} already holds checkpoints: pass --resume to continue that run, "
                          "or set run.run_dir to a new directory")
     mll = MLLogger(os.path.join(run_dir, "mlperf_log.txt"), world.rank)
+    distributed.on_termination(mll.abort_run)  # a rank ended by its launcher still logs run_stop
     mll.cache_clear()
     with mll.block("init"):
         global_batch = t.batch_size * world.size
-        num_train = pipeline.read_manifest(os.path.join(cfg.data.data_dir, "train"))["num_records"]
+        train_manifest = pipeline.read_manifest(os.path.join(cfg.data.data_dir, "train"))
+        num_train = train_manifest["num_records"]
         eval_epochs = cfg.eval_epochs()
         num_val = pipeline.read_manifest(os.path.join(cfg.data.data_dir, "val"))["num_records"] if eval_epochs else 0
         steps_per_epoch = pipeline.steps_per_epoch(num_train, global_batch)
@@ -260,6 +262,10 @@ def train(cfg: config.Config, resume: bool = False) -> int:
             checkpoint.restore_backbone(model.backbone, t.backbone_weights)
         distributed.broadcast(model.variables + list(optimizer.variables))
         train_step = make_train_step(model, optimizer, cfg, world.rank)
+        num_shards = len(train_manifest["shards"])
+        shards = {e: pipeline.train_shards(num_shards, world.rank, world.size, seed, e)
+                  for e in range(1, t.epochs + 1)}
+        print(f"{distributed.describe(world)}: train shards (of {num_shards}) by epoch {shards}", flush=True)
         if world.rank == 0:
             config.write_config(cfg, run_dir)
             config.write_config(cfg, ckpt_dir)
@@ -285,6 +291,8 @@ def train(cfg: config.Config, resume: bool = False) -> int:
         code = EXIT_NON_FINITE
     report.finish(status)
     mll.close()
+    print(f"{distributed.describe(world)}: final weights {distributed.checksum(model.variables)}", flush=True)
+    print("DEBUG", world.rank, distributed.checksum(model.trainable_variables), distributed.checksum(model.non_trainable_variables), [(v.name, distributed.checksum([v])) for v in model.variables], flush=True)
     return code
 
 
@@ -324,12 +332,14 @@ def _loop(cfg, world, model, anchors, train_step, ckpts, report, mll, run, seed,
                 # Batch-norm moving statistics are per rank: average them so every rank evaluates
                 # and checkpoints the same model.
                 distributed.average(model.non_trainable_variables)
+            print("DEBUGE", world.rank, epoch, step, distributed.checksum(model.trainable_variables), distributed.checksum(model.non_trainable_variables), flush=True)
         map_value = None
         if epoch in eval_epochs and not stop_early:
             with mll.eval(epoch):
                 result = evaluate(model, cfg, anchors, world.rank, world.size,
                                   out_json=os.path.join(cfg.run.run_dir, "detections.json"))
             map_value = float(result["map"])
+            print("DEBUGV", world.rank, epoch, step, distributed.checksum(model.trainable_variables), distributed.checksum(model.non_trainable_variables), flush=True)
             mll.eval_accuracy(map_value, epoch)
         save(step, epoch if not stop_early else epoch - 1)
         report.end_epoch(step, map_value)

@@ -12,7 +12,8 @@ import pytest
 
 from ssd.config import load_config
 
-CONFIGS = ["cpu_demo", "1xH100", "8xH100", "2x8xH100"]
+CONFIGS = ["cpu_demo", "1xH100", "8xH100", "2x8xH100", "2x1xCPU"]
+MULTI_NODE_HOSTS = {"2x8xH100": "node1:8,node2:8", "2x1xCPU": "node1:1,node2:1"}
 TRAIN_IMAGES = 117266  # COCO train2017 images with annotations
 
 
@@ -24,10 +25,11 @@ def dry_run(repo_root, tmp_path, system, *overrides, **env):
     for name in ("annotations/instances_train2017.json", "annotations/instances_val2017.json",
                  "weights/resnet34-333f7ec4.pth"):
         (coco / name).touch()
-    full_env = {k: v for k, v in os.environ.items() if k not in ("COCO_DIR", "DATA_DIR", "HOSTS", "BATCH_SIZE")}
+    full_env = {k: v for k, v in os.environ.items()
+                if k not in ("COCO_DIR", "DATA_DIR", "HOSTS", "HOSTFILE", "IFACE", "LAUNCHER", "BATCH_SIZE")}
     full_env.update(SYSTEM=system, LOG_DIR=str(tmp_path / "runs"), DEMO_DIR=str(tmp_path / "demo"),
-                    HOSTS="node1:8,node2:8" if system == "2x8xH100" else "", **env)
-    if system != "cpu_demo":
+                    HOSTS=MULTI_NODE_HOSTS.get(system, ""), **env)
+    if system not in ("cpu_demo", "2x1xCPU"):
         full_env["COCO_DIR"] = str(coco)
     if not full_env["HOSTS"]:
         del full_env["HOSTS"]
