@@ -6,15 +6,16 @@ Converts coco128 (../shared/data/coco128, real COCO JPEGs) to TFRecords in a tem
 (or reads DIR/train from `python -m ssd.data.prepare`), then times, at the ssd_large config
 (1200x1200, 15130 default boxes), on `--cores` threads (tf.data private thread pool, one op thread):
 
-- pipeline: `ssd.data.pipeline.train_dataset` as training runs it: decode of the IoU-sampled crop,
-  box crop, flip, resize, colour jitter + normalisation, target encoding, batching;
+- pipeline: `ssd.data.pipeline.train_dataset` as training runs it: decode of the reference's crop
+  window, box crop, flip, resize, colour jitter, normalisation, target encoding, batching;
 - baseline: the same records and the same crop windows, decode_and_crop_jpeg + resize only, batched.
 
 Each is run for `--images` images (epochs 0, 1, ... of the same seed) after one warm-up batch.
 "Per core" is images per CPU-second of this process (all its threads, time.process_time): on a
 machine shared with other work it stays meaningful where wall-clock rates do not; the wall-clock
 rates are recorded too. Prints both and writes benchmark/results/input_pipeline.json with
-`images_per_s_per_core` and `baseline_images_per_s_per_core`.
+`images_per_s_per_core`, `baseline_images_per_s_per_core`, their ratio, the share of the
+baseline's images that were cropped and how often the crop sampler hit its cap on redraws.
 """
 
 from __future__ import annotations
@@ -46,7 +47,10 @@ def _limit(ds: tf.data.Dataset, cores: int) -> tf.data.Dataset:
 
 
 def _baseline(cfg, epoch: int, seed: int) -> tf.data.Dataset:
-    """decode_and_crop_jpeg of the pipeline's crop window + bilinear resize, batched; nothing else."""
+    """decode_and_crop_jpeg of the pipeline's crop window + bilinear resize, batched; nothing else.
+
+    Yields (images, (cropped [B] bool, capped [B] bool)): whether each image was cropped, and whether
+    its crop sampler hit the cap on redraws (augment.MAX_CROP_DRAWS)."""
     ds, _ = pipeline.train_records(cfg, 0, 1, seed, epoch)
     _, augment_seed = pipeline._epoch_seeds(seed, epoch, 0)
     d, size = cfg.data, cfg.model.image_size
@@ -54,23 +58,27 @@ def _baseline(cfg, epoch: int, seed: int) -> tf.data.Dataset:
     def example(index, serialized):
         r = records.parse(serialized)
         crop_seed = tf.random.experimental.stateless_split(tf.stack([tf.constant(augment_seed, tf.int64), index]), 3)[0]
-        crop = augment.sample_crop(r["boxes"], r["crowd"], crop_seed, d.crop_min_ious, d.crop_max_trials)
+        objects = tf.boolean_mask(r["boxes"], tf.logical_not(r["crowd"] & d.ignore_crowd))
+        crop, capped = augment.sample_crop(objects, crop_seed, d.crop_max_trials)
         image = tf.io.decode_and_crop_jpeg(r["jpeg"], augment.crop_window(crop, r["height"], r["width"]), channels=3)
-        return tf.image.resize(image, [size, size])
+        cropped = tf.reduce_any(tf.not_equal(crop, [0.0, 0.0, 1.0, 1.0]))
+        return tf.image.resize(image, [size, size]), (cropped, capped)
 
     return ds.map(example, num_parallel_calls=tf.data.AUTOTUNE, deterministic=False).batch(
         cfg.train.batch_size, drop_remainder=True).prefetch(tf.data.AUTOTUNE)
 
 
-def _time(make, images: int, batch: int, cores: int) -> tuple[float, float, int]:
+def _time(make, images: int, batch: int, cores: int, inspect=None) -> tuple[float, float, int]:
     """(wall seconds, CPU seconds of this process, images) to draw `images` images from make(epoch)
-    for epochs 0, 1, ... after a warm-up batch."""
+    for epochs 0, 1, ... after a warm-up batch; `inspect` (if given) sees each timed batch."""
     epoch, done, start = 0, -1, None
     while done < images:
-        for _ in _limit(make(epoch), cores):
+        for element in _limit(make(epoch), cores):
             if start is None:
                 start, cpu, done = time.perf_counter(), time.process_time(), 0
                 continue
+            if inspect:
+                inspect(element)
             done += batch
             if done >= images:
                 break
@@ -98,7 +106,9 @@ def main(argv: list[str] | None = None) -> None:
         cfg = load_config("ssd_large", [f"data.data_dir={data_dir}", f"train.batch_size={args.batch}"])
         anchors = default_boxes(cfg.model)
         seed = 0
-        base_s, base_cpu, base_n = _time(lambda e: _baseline(cfg, e, seed), args.images, args.batch, args.cores)
+        flags = []  # (cropped, capped) of each baseline image: the same crops as the pipeline's
+        base_s, base_cpu, base_n = _time(lambda e: _baseline(cfg, e, seed), args.images, args.batch, args.cores,
+                                         lambda element: flags.extend(zip(*(f.numpy() for f in element[1]))))
         full_s, full_cpu, full_n = _time(lambda e: pipeline.train_dataset(cfg, anchors, 0, 1, seed, e), args.images,
                                args.batch, args.cores)
     result = {
@@ -106,6 +116,10 @@ def main(argv: list[str] | None = None) -> None:
         "baseline_images_per_s_per_core": base_n / base_cpu,
         "images_per_s": full_n / full_s,
         "baseline_images_per_s": base_n / base_s,
+        "pipeline_over_baseline": (full_n / full_cpu) / (base_n / base_cpu),
+        "cropped_share": sum(c for c, _ in flags) / len(flags),
+        "crop_draws_capped": int(sum(c for _, c in flags)),
+        "crop_max_trials": cfg.data.crop_max_trials,
         "per_core_means": "images per CPU-second of the process (time.process_time), all threads",
         "cores": args.cores,
         "images": full_n,
@@ -122,6 +136,8 @@ def main(argv: list[str] | None = None) -> None:
           f"per core ({result['images_per_s']:.1f} images/s wall clock on {args.cores} threads)")
     print(f"baseline (decode + crop + resize):                        {result['baseline_images_per_s_per_core']:.1f} "
           f"images/s per core ({result['baseline_images_per_s']:.1f} images/s wall clock)")
+    print(f"pipeline / baseline: {result['pipeline_over_baseline']:.2f}; cropped {result['cropped_share']:.1%} of the "
+          f"baseline's images, crop sampler capped {result['crop_draws_capped']} times")
     save_result(args.out, result)
 
 

@@ -32,7 +32,7 @@ import tensorflow as tf
 
 from benchmark import RESULTS, save_result
 from benchmark.model_stats import forward_flops
-from ssd import config, distributed
+from ssd import config, distributed, schedule
 from ssd.anchors import default_boxes
 from ssd.model import build_model
 from ssd.train import make_optimizer, make_train_step, set_precision
@@ -102,7 +102,7 @@ def main(argv: list[str] | None = None) -> None:
     gflops = forward_flops(build_model(cfg.model), cfg.model.image_size) / 1e9  # float32 graph: same count
     set_precision(t.precision)
     model = build_model(cfg.model)
-    optimizer = make_optimizer(t, t.batch_size * world.size, steps_per_epoch=1000)
+    optimizer = make_optimizer(t, schedule.from_config(t, t.batch_size * world.size, steps_per_epoch=1000))
     optimizer.build(model.trainable_variables)
     distributed.broadcast(model.variables + list(optimizer.variables))
     train_step = make_train_step(model, optimizer, cfg, world.rank)

@@ -3,7 +3,8 @@
 #
 #   compliance/check.sh LOG [closed|open]
 #
-# The division defaults to the log's own `submission_division`. Runs
+# The division defaults to the log's own `submission_division` (read by compliance/mllog_records.py).
+# Runs
 #   python -m mlperf_logging.compliance_checker --config <absolute path of <division>_ssd_large.yaml>
 # with the venv's python (SSD_VENV, default <repo>/.venv); warnings count as errors (--werror), so a
 # key logged twice with the same value (every rank logging) fails too. Prints the checker's
@@ -22,15 +23,8 @@ LOG="$1"
 [[ -f "$LOG" ]] || { echo "check.sh: no log file '$LOG'" >&2; exit 2; }
 DIVISION="${2:-}"
 if [[ -z "$DIVISION" ]]; then
-  DIVISION=$("$PY" -c '
-import json, sys
-for line in open(sys.argv[1], encoding="latin-1"):
-    if ":::MLLOG " in line:
-        record = json.loads(line.split(":::MLLOG ", 1)[1])
-        if record.get("key") == "submission_division":
-            print(record["value"])
-            break
-' "$LOG")
+  DIVISION=$(PYTHONPATH="$ROOT${PYTHONPATH:+:$PYTHONPATH}" "$PY" -m compliance.mllog_records "$LOG" submission_division) \
+    || { echo "check.sh: cannot read $LOG" >&2; exit 1; }
   [[ -n "$DIVISION" ]] || { echo "check.sh: $LOG logs no submission_division; pass closed or open" >&2; exit 1; }
 fi
 case "$DIVISION" in

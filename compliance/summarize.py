@@ -1,23 +1,19 @@
-"""Scores several ssd-large runs: per-run minutes, each run's compliance check, the official score.
+"""Scores several ssd-large runs: per-run minutes, each run's compliance check, where the time went,
+the official score; optionally lays out the MLPerf submission folder.
 
     python -m compliance.summarize runs/r1 runs/r2 runs/r3 runs/r4 runs/r5 \
         [--json summary.json] [--submission OUT [--system-desc system.json] [--implementation NAME]]
 
-Each argument is a run directory (holding mlperf_log.txt) or a log file. A run's time is its
-first run_stop minus its first run_start, in minutes; its check is compliance/check.sh on the log
-(the division the log names). The official score is the olympic mean of 5 runs: drop the fastest
-and the slowest, average the other 3; a failed run (check failed or no run_stop) counts as the
-dropped slowest, so 5 runs with at most one failure give a score.
-
---submission OUT lays out the MLPerf submission folder:
+Each argument is a run directory (holding mlperf_log.txt, and timing.json when the trainer wrote
+one) or a log file. A run's time is run_stop - run_start in minutes; its check is compliance/check.sh
+on the log (the division the log names). The score is the olympic mean of 5 runs (`olympic_score`,
+shared with compliance.check_submission). --submission OUT writes
     OUT/<org>/results/<system>/ssd-large/result_<N>.txt     the logs, N = 0, 1, ...
     OUT/<org>/systems/<system>.json                         the system description
     OUT/<org>/benchmarks/ssd-large/implementations/<NAME>/  this implementation's code
-with <org> and <system> the logs' submission_org and submission_platform. The system description
-holds every field the official system_desc_checker requires: those the logs and the installed
-packages tell are filled in, the rest come from --system-desc (a JSON of field: value) or are left
-empty and reported. The official package checker and result summarizer skip or fail on a
-benchmark they do not know; this one is written for ssd-large.
+with <org> and <system> the logs' submission_org and submission_platform; the system description's
+fields come from the logs, the installed packages and --system-desc (a JSON of field: value), and
+those left empty are listed. `python -m compliance.check_submission OUT` checks the folder.
 """
 
 from __future__ import annotations
@@ -26,16 +22,19 @@ import argparse
 import importlib.metadata
 import json
 import os
+import re
 import shutil
 import subprocess
 import sys
 from dataclasses import asdict, dataclass, field
 
+from compliance.mllog_records import (HYPERPARAMETERS, converged, epochs_trained, first_value, read_log,
+                                      run_minutes)
+
 BENCHMARK = "ssd-large"
 RUNS_PER_SCORE = 5
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 CHECK_SH = os.path.join(ROOT, "compliance", "check.sh")
-PREFIX = ":::MLLOG "
 # Copied into benchmarks/ssd-large/implementations/<name>/ (relative to the repository root).
 IMPLEMENTATION_FILES = ["ssd", "compliance", "benchmark/configs", "docker", "run_and_time.sh", "setup_env.sh",
                         "requirements.txt", "requirements-test.txt", "pyproject.toml", "README.md"]
@@ -54,18 +53,26 @@ SYSTEM_DESC_FIELDS = [
 # submission_status in the log -> the system description's availability category.
 AVAILABILITY = {"onprem": "Available on-premise", "cloud": "Available cloud",
                 "research": "Research, Development, or Internal (RDI)", "preview": "Preview"}
+# <run_dir>/timing.json's parts of run_stop - run_start (written by ssd.train), with their short labels.
+TIMING_PARTS = {"train_steps": "train", "eval_inference": "eval", "scoring_wait": "wait", "checkpoints": "ckpt",
+                "other": "other"}
 
 
 @dataclass
 class RunResult:
     log: str
     minutes: float | None  # run_stop - run_start; None without both
-    passed: bool  # the compliance check passed
+    passed: bool  # the compliance check passed (and the log has both times): the run counts in the score
+    converged: bool  # run_stop status success
+    epochs: int  # epochs trained
     division: str
+    benchmark: str
     org: str
     platform: str
     status: str  # submission_status
+    hyperparameters: dict  # HYPERPARAMETERS -> the first value logged (None when absent)
     messages: list[str] = field(default_factory=list)  # the check's failure lines
+    timing: dict | None = None  # timing.json of the run directory, when there is one
 
 
 def log_path(run: str) -> str:
@@ -76,57 +83,67 @@ def log_path(run: str) -> str:
     return path
 
 
-def read_log(path: str) -> list[dict]:
-    """The `:::MLLOG` records of a log (lines may carry a launcher prefix), in order."""
-    records = []
-    with open(path, encoding="latin-1") as f:
-        for lineno, line in enumerate(f, 1):
-            if PREFIX in line:
-                try:
-                    records.append(json.loads(line.split(PREFIX, 1)[1]))
-                except json.JSONDecodeError as err:
-                    raise ValueError(f"{path}:{lineno}: not a JSON log record ({err})") from None
-    return records
-
-
-def first_value(records: list[dict], key: str, default=None):
-    return next((r["value"] for r in records if r["key"] == key), default)
-
-
-def run_minutes(records: list[dict]) -> float | None:
-    """First run_stop minus first run_start, in minutes (the official result summarizer's rule)."""
-    start = next((r["time_ms"] for r in records if r["key"] == "run_start"), None)
-    stop = next((r["time_ms"] for r in records if r["key"] == "run_stop"), None)
-    if start is None or stop is None:
-        return None
-    return (stop - start) / 60000.0
-
-
-def check_log(path: str) -> tuple[bool, list[str]]:
-    """Runs compliance/check.sh on a log: (passed, the lines saying what failed)."""
-    proc = subprocess.run([CHECK_SH, path], stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
-    failures = [line.strip() for line in proc.stdout.splitlines()
-                if line.strip().startswith(("failed test:", "Required", "Failed checks", "check.sh:"))]
+def check_log(path: str, division: str | None = None) -> tuple[bool, list[str]]:
+    """Runs compliance/check.sh on a log (the division's ruleset; default the one the log names):
+    (passed, the lines saying what failed)."""
+    proc = subprocess.run([CHECK_SH, path] + ([division] if division else []), stdout=subprocess.PIPE,
+                          stderr=subprocess.STDOUT, text=True)
+    lines = [re.sub(r"^(INFO|WARNING|ERROR) - +", "", line.strip()) for line in proc.stdout.splitlines()]
+    failures = [line for line in lines if line.startswith(("failed test:", "Required", "Failed checks", "check.sh:"))]
     return proc.returncode == 0, failures
 
 
-def summarize_run(run: str) -> RunResult:
+def read_timing(run_dir: str) -> dict | None:
+    """<run_dir>/timing.json ({"run_seconds": s, "parts": {part: s}}, parts as in TIMING_PARTS),
+    None when the run directory has none; a malformed file raises ValueError naming it."""
+    path = os.path.join(run_dir, "timing.json")
+    if not os.path.isfile(path):
+        return None
+    try:
+        with open(path) as f:
+            timing = json.load(f)
+        seconds, parts = timing["run_seconds"], timing["parts"]
+        ok = (set(parts) == set(TIMING_PARTS) and seconds > 0
+              and all(isinstance(v, (int, float)) and v >= 0 for v in parts.values()))
+    except (json.JSONDecodeError, KeyError, TypeError) as err:
+        raise ValueError(f"{path}: not a timing file ({err!r})") from None
+    if not ok:
+        raise ValueError(f"{path}: expected run_seconds > 0 and parts {', '.join(TIMING_PARTS)} (seconds >= 0)")
+    return timing
+
+
+def format_timing(timing: dict | None) -> str:
+    """Each part's share of the run, e.g. 'train 81% eval 12% wait 0% ckpt 0% other 7%'; '-' for none."""
+    if timing is None:
+        return "-"
+    total = timing["run_seconds"]
+    return " ".join(f"{label} {100 * timing['parts'][part] / total:.0f}%" for part, label in TIMING_PARTS.items())
+
+
+def summarize_run(run: str, division: str | None = None) -> RunResult:
+    """One run (a run directory or a log): its time, its check against `division`'s ruleset (default:
+    the division the log names), what it logged; timing.json when `run` is a run directory."""
     path = log_path(run)
     records = read_log(path)
-    passed, messages = check_log(path)
+    passed, messages = check_log(path, division)
     minutes = run_minutes(records)
-    return RunResult(log=path, minutes=minutes, passed=passed and minutes is not None,
+    return RunResult(log=path, minutes=minutes, passed=passed and minutes is not None, converged=converged(records),
+                     epochs=epochs_trained(records),
                      division=first_value(records, "submission_division", ""),
+                     benchmark=first_value(records, "submission_benchmark", ""),
                      org=first_value(records, "submission_org", ""),
                      platform=first_value(records, "submission_platform", ""),
-                     status=first_value(records, "submission_status", ""), messages=messages)
+                     status=first_value(records, "submission_status", ""),
+                     hyperparameters={key: first_value(records, key) for key in HYPERPARAMETERS},
+                     messages=messages, timing=read_timing(run) if os.path.isdir(run) else None)
 
 
 def olympic_score(minutes: list[float | None]) -> tuple[float | None, str]:
     """The official score of 5 runs (None = a failed run) and why there is none when there is none.
 
     Drops the fastest and the slowest run and averages the rest; a failed run is the dropped
-    slowest, so a second failure leaves no score.
+    slowest, so a second failure leaves no score (result_summarizer._compute_olympic_average with
+    max_dropped_scores 1, as _compute_strong_score_standalone calls it for every benchmark but unet3d).
     """
     if len(minutes) != RUNS_PER_SCORE:
         return None, f"the score needs {RUNS_PER_SCORE} runs, got {len(minutes)}"
@@ -144,13 +161,22 @@ def summarize(runs: list[str]) -> dict:
     return {"benchmark": BENCHMARK, "runs": [asdict(r) for r in results], "score_minutes": score, "score_note": note}
 
 
+def format_rows(rows: list[tuple[str, ...]]) -> list[str]:
+    """Rows of cells as aligned lines (every column but the last padded to its widest cell)."""
+    widths = [max(len(row[c]) for row in rows) for c in range(len(rows[0]) - 1)]
+    return ["  ".join([cell.ljust(w) for cell, w in zip(row, widths)] + [row[-1]]).rstrip() for row in rows]
+
+
+def format_minutes(minutes: float | None) -> str:
+    return "-" if minutes is None else f"{minutes:.2f}"
+
+
 def format_table(summary: dict) -> str:
-    rows = [("run", "minutes", "check", "log")]
+    rows = [("run", "minutes", "seed", "epochs", "check", "time in run", "log")]
     for i, r in enumerate(summary["runs"]):
-        minutes = "-" if r["minutes"] is None else f"{r['minutes']:.2f}"
-        rows.append((str(i), minutes, "pass" if r["passed"] else "FAIL", r["log"]))
-    widths = [max(len(row[c]) for row in rows) for c in range(3)]
-    lines = ["  ".join(row[c].ljust(widths[c]) for c in range(3)) + "  " + row[3] for row in rows]
+        rows.append((str(i), format_minutes(r["minutes"]), str(r["hyperparameters"]["seed"]), str(r["epochs"]),
+                     "pass" if r["passed"] else "FAIL", format_timing(r["timing"]), r["log"]))
+    lines = format_rows(rows)
     for i, r in enumerate(summary["runs"]):
         lines += [f"run {i}: {m}" for m in r["messages"]]
     score = summary["score_minutes"]

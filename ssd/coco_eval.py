@@ -1,8 +1,10 @@
 """COCO box evaluation: detections in the COCO results format and the 12 COCOeval statistics.
 
-pycocotools' COCOeval is the official scorer; faster-coco-eval (a C++ reimplementation with the
-same API) is an opt-in (`eval.backend=faster_coco_eval`), checked to give the same 12 numbers by
-`python -m benchmark.eval_speed` and tests/test_coco_eval.py.
+Two backends with one API: faster-coco-eval (a C++ reimplementation, the default:
+`eval.backend=faster_coco_eval`, 9x faster) and pycocotools (the official scorer,
+`eval.backend=pycocotools`). They give the same 12 numbers: equal on the 5000-image
+`python -m benchmark.eval_speed`, and within 1e-15 on coco128 (tests/test_coco_eval.py), where two
+averages differ in the last bit because the C++ code sums in another order.
 
 A detection array is float64 [N, 7]: (image_id, x, y, w, h, score, category_id) with the box in
 pixels of the original image (x, y the top-left corner), the layout of pycocotools'
@@ -14,6 +16,7 @@ from __future__ import annotations
 
 import contextlib
 import copy
+import dataclasses
 import io
 import json
 
@@ -60,6 +63,12 @@ def to_records(detections: np.ndarray) -> list[dict]:
             for i, c, b, s in zip(image_ids, category_ids, detections[:, 1:5].tolist(), detections[:, 5].tolist())]
 
 
+def order_by_image(detections: np.ndarray) -> np.ndarray:
+    """The rows of a detection array ordered by image id, stably: the order of the gathered ranks'
+    detections then does not depend on the number of ranks (nor do COCOeval's tie-breaks)."""
+    return detections[np.argsort(detections[:, 0], kind="stable")]
+
+
 def write_records(records: list[dict], path: str) -> None:
     """Writes records as a COCO results JSON file (float64 values round-trip exactly).
 
@@ -83,57 +92,76 @@ def check_image_ids(image_ids, gt_image_ids, gt_json: str) -> None:
             f"(e.g. {extra[:5].tolist()}), {twice.size} evaluated more than once (e.g. {twice[:5].tolist()})")
 
 
-def _load(gt_json: str, backend: str, detections: np.ndarray, image_ids):
-    """(ground truth, results) COCO objects of the backend.
+def _backend(backend: str):
+    """(COCO class, COCOeval class) of the backend."""
+    if backend == "pycocotools":
+        from pycocotools.coco import COCO
+        from pycocotools.cocoeval import COCOeval
+        return COCO, COCOeval
+    if backend == "faster_coco_eval":
+        from faster_coco_eval import COCO, COCOeval_faster
+        return COCO, COCOeval_faster
+    raise ValueError(f"unknown COCO eval backend {backend!r} (one of {', '.join(BACKENDS)})")
+
+
+@dataclasses.dataclass(frozen=True)
+class GroundTruth:
+    """An instances JSON file loaded by a backend, for several scorings (COCOeval only reads it;
+    tests/test_coco_eval.py checks that a reused one scores as a fresh one)."""
+
+    path: str  # the file, named in errors
+    backend: str
+    coco: object  # the backend's COCO object
+
+
+def load_ground_truth(gt_json: str, backend: str = "faster_coco_eval") -> GroundTruth:
+    coco = _backend(backend)[0]
+    with contextlib.redirect_stdout(io.StringIO()):
+        return GroundTruth(gt_json, backend, coco(gt_json))
+
+
+def _results(gt: GroundTruth, detections: np.ndarray, image_ids):
+    """The results COCO object of a detection array, checked against the ground truth.
 
     The results object is what the backend's `COCO.loadRes` makes of `to_records(detections)` for
     boxes (the gt images and categories; per record area = w * h, id = 1, 2, ..., iscrowd 0),
     built in one pass instead of loadRes's per-record loop over copies, and without loadRes's
     polygon from each box (box evaluation does not read it).
     """
-    if backend == "pycocotools":
-        from pycocotools.coco import COCO
-    elif backend == "faster_coco_eval":
-        from faster_coco_eval import COCO
-    else:
-        raise ValueError(f"unknown COCO eval backend {backend!r} (one of {', '.join(BACKENDS)})")
-    gt = COCO(gt_json)
+    coco = gt.coco
     if image_ids is not None:
-        check_image_ids(image_ids, gt.getImgIds(), gt_json)
+        check_image_ids(image_ids, coco.getImgIds(), gt.path)
     detections = np.asarray(detections, np.float64).reshape(-1, 7)
-    unknown = np.setdiff1d(detections[:, 0].astype(np.int64), np.asarray(gt.getImgIds(), np.int64))
+    unknown = np.setdiff1d(detections[:, 0].astype(np.int64), np.asarray(coco.getImgIds(), np.int64))
     if unknown.size:
-        raise ValueError(f"{gt_json}: {unknown.size} detected image ids are not in the ground truth, "
+        raise ValueError(f"{gt.path}: {unknown.size} detected image ids are not in the ground truth, "
                          f"e.g. {unknown[:5].tolist()}")
     columns = (detections[:, 0].astype(np.int64).tolist(), detections[:, 6].astype(np.int64).tolist(),
                detections[:, 1:5].tolist(), detections[:, 5].tolist(), (detections[:, 3] * detections[:, 4]).tolist())
     records = [{"image_id": i, "category_id": c, "bbox": b, "score": s, "area": a, "id": k, "iscrowd": 0}
                for k, (i, c, b, s, a) in enumerate(zip(*columns), 1)]
-    dt = COCO()
-    dt.dataset = {"images": list(gt.dataset["images"]), "categories": copy.deepcopy(gt.dataset["categories"]),
+    dt = _backend(gt.backend)[0]()
+    dt.dataset = {"images": list(coco.dataset["images"]), "categories": copy.deepcopy(coco.dataset["categories"]),
                   "annotations": records}
     dt.createIndex()
-    return gt, dt
+    return dt
 
 
-def coco_stats(gt_json: str, detections: np.ndarray, backend: str = "pycocotools", image_ids=None) -> np.ndarray:
+def coco_stats(gt, detections: np.ndarray, backend: str = "faster_coco_eval", image_ids=None) -> np.ndarray:
     """The 12 COCOeval bbox statistics (STAT_NAMES order) of a [N, 7] detection array.
 
-    Scores exactly what `to_records(detections)` written to a file and loaded with the backend's
-    `COCO.loadRes` would give. Every image of gt_json is scored (an image without detections counts
-    as all misses); a detection whose image_id is not in gt_json is an error, and so, when
-    `image_ids` (the images that went through inference) is given, is any difference between it
-    and the images of gt_json (check_image_ids). Returns float64 [12].
+    gt: the instances JSON path (loaded with `backend`), or a `load_ground_truth` result (with its
+    own backend; loads the file once for several scorings). Scores exactly what
+    `to_records(detections)` written to a file and loaded with the backend's `COCO.loadRes` gives. Every image of the ground truth is scored (an
+    image without detections counts as all misses); a detection whose image_id is not in it is an
+    error, and so, when `image_ids` (the images that went through inference) is given, is any
+    difference between it and the images of the ground truth (check_image_ids). Returns float64 [12].
     """
-    quiet = io.StringIO()
-    with contextlib.redirect_stdout(quiet):
-        gt, dt = _load(gt_json, backend, detections, image_ids)
-        if backend == "pycocotools":
-            from pycocotools.cocoeval import COCOeval
-            evaluator = COCOeval(gt, dt, iouType="bbox")
-        else:
-            from faster_coco_eval import COCOeval_faster
-            evaluator = COCOeval_faster(gt, dt, iouType="bbox")
+    if isinstance(gt, str):
+        gt = load_ground_truth(gt, backend)
+    with contextlib.redirect_stdout(io.StringIO()):
+        dt = _results(gt, detections, image_ids)
+        evaluator = _backend(gt.backend)[1](gt.coco, dt, iouType="bbox")
         evaluator.evaluate()
         evaluator.accumulate()
         evaluator.summarize()

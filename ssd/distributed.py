@@ -4,6 +4,9 @@
     ...
     distributed.broadcast(model.variables + optimizer.variables)
 
+Every collective of the project lives here. The numpy ones (`allgather`, `broadcast_vector`) also
+work without Horovod initialised (one process, e.g. `ssd.evaluate` in a test): they return their input.
+
 `init` runs `hvd.init()`, pins this process to the GPU of its local rank with memory growth on,
 splits the CPU threads between the local processes when there is no GPU, and sets Horovod's
 timeouts so that a rank that dies or stalls ends the whole job instead of hanging it: horovodrun
@@ -19,6 +22,8 @@ import signal
 import socket
 import sys
 import threading
+
+import numpy as np
 
 import horovod.tensorflow as hvd
 import tensorflow as tf
@@ -77,14 +82,31 @@ def broadcast_object(value, name: str, root_rank: int = 0):
 
 
 def average(variables) -> None:
-    """Sets each of `variables` to its mean over the ranks (e.g. batch-norm moving statistics).
+    """Sets each of `variables` to its mean over the ranks (e.g. batch-norm moving statistics), in
+    one grouped collective."""
+    variables = list(variables)
+    for v, mean in zip(variables, hvd.grouped_allreduce(variables, op=hvd.Average, name="average")):
+        v.assign(mean)
 
-    Each allreduce has a name of its own: Horovod matches and caches collectives by name, and
-    eager ops left unnamed all share one (reusing it for tensors of other shapes made later
-    averaged gradients differ between ranks under mpirun).
-    """
-    for i, v in enumerate(variables):
-        v.assign(hvd.allreduce(v, op=hvd.Average, name=f"average_{i}"))
+
+def _one_process() -> bool:
+    return not hvd.is_initialized() or hvd.size() == 1
+
+
+def allgather(array: np.ndarray, name: str) -> np.ndarray:
+    """Every rank's numpy array concatenated along axis 0 in rank order (the arrays may differ in
+    length); the array itself in one process."""
+    if _one_process():
+        return array
+    return hvd.allgather(tf.constant(array), name=name).numpy()
+
+
+def broadcast_vector(values: np.ndarray, name: str, root_rank: int = 0) -> np.ndarray:
+    """root_rank's float64 vector on every rank (e.g. an evaluation's result); itself in one process."""
+    values = np.asarray(values, np.float64)
+    if _one_process():
+        return values
+    return hvd.broadcast(tf.constant(values), root_rank=root_rank, name=name).numpy()
 
 
 def barrier() -> None:

@@ -6,23 +6,25 @@
 
 DIR's config.json (written by the trainer, `ssd.import_weights` and `ssd.export`) gives the model
 and post-processing settings; `--config NAME` is used only where DIR has none; `key=value`
-overrides apply on top (e.g. `data.data_dir=...`, `eval.batch_size=8`,
-`eval.backend=faster_coco_eval`). Prints the 12 COCO statistics and writes the detections in the
-COCO results format.
+overrides apply on top (e.g. `data.data_dir=...`, `eval.batch_size=8`, `eval.backend=pycocotools`).
+Prints the 12 COCO statistics and writes the detections in the COCO results format.
 
-How (`evaluate`): rank r runs the model and the in-graph post-processing (ssd.postprocess) on its
-share of `data.data_dir/val` (ssd.data.pipeline.eval_dataset: record i on rank i % R, padded
-batches); each rank turns its detections into a [N, 7] array (ssd.coco_eval.detection_array:
-original-image pixels, COCO category ids); Horovod allgather collects the arrays and the image ids;
-rank 0 orders the detections by image id (so the result does not depend on the number of ranks),
-checks that the evaluated images are exactly the images of `val/instances.json`, each once, scores
-with COCOeval (`eval.backend`), and broadcasts the 12 numbers, so every rank returns the same
-result and takes the same stop decision. A failure on rank 0 is broadcast too: every rank raises.
+How (`Evaluator`, built once per run): rank r runs the detector (the model and the in-graph
+post-processing, one tf.function traced once) on its share of `data.data_dir/val`
+(ssd.data.pipeline.eval_dataset: record i on rank i % R, padded batches); each rank turns its
+detections into a [N, 7] array (ssd.coco_eval.detection_array: original-image pixels, COCO category
+ids); `infer` gathers the arrays and the image ids from every rank (ssd.distributed.allgather).
+Scoring, on rank 0: the detections ordered by image id (so the result does not depend on the number
+of ranks), the evaluated images checked against `val/instances.json` (each once), COCOeval
+(`eval.backend`). `evaluate` scores in this process and broadcasts the 12 numbers, so every rank
+returns the same result; a failure on rank 0 is broadcast too, and every rank raises. The trainer
+instead hands `infer`'s result to the background scorer (ssd.scorer) with eval.async_scoring.
 """
 
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import os
 import sys
 import time
@@ -32,7 +34,7 @@ import numpy as np
 import ssd  # noqa: F401  (selects Keras 2 before TensorFlow is imported)
 import tensorflow as tf
 
-from ssd import coco_eval, config
+from ssd import coco_eval, config, distributed
 from ssd.data import pipeline
 from ssd.postprocess import postprocess
 
@@ -40,9 +42,15 @@ OUTPUT_KEYS = ("boxes", "scores", "classes", "num")
 
 
 def detector(model, cfg: config.Config, anchors):
-    """images [B, S, S, 3] -> ssd.postprocess dict; the model and the post-processing in one graph."""
+    """images [B, S, S, 3] -> ssd.postprocess dict: the model and the post-processing in one graph.
 
-    @tf.function(reduce_retracing=True)
+    One tf.function with a fixed input signature (any B), so it is traced once per run
+    (`detect.experimental_get_tracing_count()`); compiled by XLA with train.xla.
+    """
+    size = cfg.model.image_size
+
+    @tf.function(input_signature=[tf.TensorSpec([None, size, size, 3], tf.float32)],
+                 jit_compile=True if cfg.train.xla else None)
     def detect(images):
         loc, logits = model(images, training=False)
         return postprocess(loc, logits, anchors, cfg)
@@ -69,89 +77,92 @@ def saved_model_detector(path: str):
     return detect
 
 
-def _infer(detect, dataset) -> dict[str, np.ndarray]:
-    """Runs `detect` over this rank's batches; returns the outputs of the valid images only."""
-    parts = {k: [] for k in ("image_id", "orig_size", *OUTPUT_KEYS)}
-    for batch in dataset:
-        valid = batch["valid"].numpy()
-        out = detect(batch["image"])
-        for key in ("image_id", "orig_size"):
-            parts[key].append(batch[key].numpy()[valid])
-        for key in OUTPUT_KEYS:
-            parts[key].append(out[key].numpy()[valid])
-    return {k: np.concatenate(v) for k, v in parts.items()}
+@dataclasses.dataclass
+class Inference:
+    """An evaluation's detections gathered from every rank (the same on every rank)."""
+
+    detections: np.ndarray  # [N, 7] float64 coco_eval.detection_array rows, in rank order
+    image_ids: np.ndarray  # [M] int64: every image that went through inference, in rank order
+    seconds: float  # this rank's inference (the detector over its batches)
 
 
-def _allgather(array: np.ndarray, num_ranks: int, name: str) -> np.ndarray:
-    """Every rank's array concatenated in rank order (along axis 0); itself for one rank."""
-    if num_ranks == 1:
-        return array
-    import horovod.tensorflow as hvd
+class Evaluator:
+    """One run's evaluation, built once: the detector, this rank's val batches, the category ids,
+    and (loaded on rank 0 by the first `evaluate`) the ground truth. See the module docstring.
 
-    return hvd.allgather(tf.constant(array), name=name).numpy()
-
-
-def _broadcast(values: np.ndarray, num_ranks: int) -> np.ndarray:
-    """Rank 0's float64 vector on every rank."""
-    if num_ranks == 1:
-        return values
-    import horovod.tensorflow as hvd
-
-    return hvd.broadcast(tf.constant(values, tf.float64), root_rank=0, name="eval_result").numpy()
-
-
-def evaluate_detector(detect, cfg: config.Config, rank: int, num_ranks: int, out_json: str | None = None,
-                      verbose: bool = True) -> dict:
-    """COCO evaluation of `detect` (images -> ssd.postprocess dict); see the module docstring.
-
-    Called by every rank (Horovod initialised when num_ranks > 1). out_json: rank 0 writes the
-    detections there (COCO results format, ordered by image id). Returns, on every rank, `stats`
-    (the 12 COCO numbers, coco_eval.STAT_NAMES), `map` (stats[0]), `num_images`, `num_detections`,
-    `seconds_inference` (this rank) and `seconds_scoring` (gather, check, JSON, COCOeval).
+    detect: images [B, S, S, 3] -> ssd.postprocess dict (`detector` or `saved_model_detector`).
     """
-    val_dir = os.path.join(cfg.data.data_dir, "val")
-    category_ids = pipeline.read_manifest(val_dir)["category_ids"]
-    gt_json = os.path.join(val_dir, "instances.json")
-    start = time.perf_counter()
-    out = _infer(detect, pipeline.eval_dataset(cfg, rank, num_ranks))
-    inferred = time.perf_counter()
-    local = coco_eval.detection_array(out["image_id"], out["orig_size"], out["boxes"], out["scores"],
-                                      out["classes"], out["num"], category_ids)
-    detections = _allgather(local, num_ranks, "eval_detections")
-    image_ids = _allgather(out["image_id"].astype(np.int64), num_ranks, "eval_image_ids")
 
-    result = np.zeros(1 + len(coco_eval.STAT_NAMES))  # (ok, 12 stats)
-    failure = None
-    if rank == 0:
+    def __init__(self, detect, cfg: config.Config, rank: int, num_ranks: int):
+        self.detect, self.cfg, self.rank, self.num_ranks = detect, cfg, rank, num_ranks
+        val_dir = os.path.join(cfg.data.data_dir, "val")
+        self.category_ids = pipeline.read_manifest(val_dir)["category_ids"]
+        self.gt_json = os.path.join(val_dir, "instances.json")
+        self.dataset = pipeline.eval_dataset(cfg, rank, num_ranks)
+        self.ground_truth = None  # coco_eval.GroundTruth, rank 0
+
+    def infer(self) -> Inference:
+        """Every rank: the detector over this rank's batches, the detections gathered from all ranks."""
+        start = time.perf_counter()
+        parts = {k: [] for k in ("image_id", "orig_size", *OUTPUT_KEYS)}
+        for batch in self.dataset:
+            valid = batch["valid"].numpy()
+            out = self.detect(batch["image"])
+            for key in ("image_id", "orig_size"):
+                parts[key].append(batch[key].numpy()[valid])
+            for key in OUTPUT_KEYS:
+                parts[key].append(out[key].numpy()[valid])
+        out = {k: np.concatenate(v) for k, v in parts.items()}
+        seconds = time.perf_counter() - start
+        local = coco_eval.detection_array(out["image_id"], out["orig_size"], out["boxes"], out["scores"],
+                                          out["classes"], out["num"], self.category_ids)
+        return Inference(distributed.allgather(local, "eval_detections"),
+                         distributed.allgather(out["image_id"].astype(np.int64), "eval_image_ids"), seconds)
+
+    def score(self, inference: Inference, out_json: str | None = None) -> np.ndarray:
+        """Rank 0, in this process: the 12 stats of `inference`; then its detections to out_json."""
+        if self.ground_truth is None:
+            self.ground_truth = coco_eval.load_ground_truth(self.gt_json, self.cfg.eval.backend)
+        detections = coco_eval.order_by_image(inference.detections)
         try:
-            detections = detections[np.argsort(detections[:, 0], kind="stable")]
+            return coco_eval.coco_stats(self.ground_truth, detections, image_ids=inference.image_ids)
+        finally:
             if out_json:
                 coco_eval.write_records(coco_eval.to_records(detections), out_json)
-            result[0] = 1.0
-            result[1:] = coco_eval.coco_stats(gt_json, detections, cfg.eval.backend, image_ids=image_ids)
-        except Exception as err:  # every rank must learn of it, or the others wait at the broadcast
-            result[0] = 0.0
-            failure = err
-    result = _broadcast(result, num_ranks)
-    if failure is not None:
-        raise failure
-    if result[0] != 1.0:
-        raise RuntimeError("evaluation failed on rank 0 (see its error)")
-    scored = time.perf_counter()
-    stats = result[1:].tolist()
-    summary = {"stats": stats, "map": stats[0], "num_images": int(image_ids.size),
-               "num_detections": int(detections.shape[0]), "seconds_inference": inferred - start,
-               "seconds_scoring": scored - inferred}
-    if rank == 0 and verbose:
-        print(f"eval: {summary['num_images']} images, {summary['num_detections']} detections, inference "
-              f"{summary['seconds_inference']:.1f} s on {num_ranks} rank(s), scoring "
-              f"{summary['seconds_scoring']:.1f} s ({cfg.eval.backend})\n{coco_eval.format_stats(stats)}", flush=True)
-    return summary
 
+    def evaluate(self, out_json: str | None = None, verbose: bool = True) -> dict:
+        """Every rank: `infer`, then `result` (see there)."""
+        return self.result(self.infer(), out_json, verbose)
 
-def evaluate(model, cfg: config.Config, anchors, rank: int, num_ranks: int, out_json: str | None = None) -> dict:
-    """COCO evaluation of a Keras SSD model (model(images) -> (loc, logits)); see evaluate_detector."""
-    return evaluate_detector(detector(model, cfg, anchors), cfg, rank, num_ranks, out_json)
+    def result(self, inference: Inference, out_json: str | None = None, verbose: bool = True) -> dict:
+        """Every rank: `score` on rank 0 (out_json: rank 0 writes the detections there, in COCO
+        results format ordered by image id), the result broadcast. Returns, on every rank, `stats`
+        (the 12 COCO numbers, coco_eval.STAT_NAMES), `map` (stats[0]), `num_images`,
+        `num_detections`, `seconds_inference` (this rank) and `seconds_scoring` (score, broadcast)."""
+        start = time.perf_counter()
+        result = np.zeros(1 + len(coco_eval.STAT_NAMES))  # (ok, 12 stats)
+        failure = None
+        if self.rank == 0:
+            try:
+                result[1:] = self.score(inference, out_json)
+                result[0] = 1.0
+            except Exception as err:  # every rank must learn of it, or the others wait at the broadcast
+                failure = err
+        result = distributed.broadcast_vector(result, "eval_result")
+        if failure is not None:
+            raise failure
+        if result[0] != 1.0:
+            raise RuntimeError("evaluation failed on rank 0 (see its error)")
+        stats = result[1:].tolist()
+        summary = {"stats": stats, "map": stats[0], "num_images": int(inference.image_ids.size),
+                   "num_detections": int(inference.detections.shape[0]), "seconds_inference": inference.seconds,
+                   "seconds_scoring": time.perf_counter() - start}
+        if self.rank == 0 and verbose:
+            print(f"eval: {summary['num_images']} images, {summary['num_detections']} detections, inference "
+                  f"{summary['seconds_inference']:.1f} s on {self.num_ranks} rank(s), scoring "
+                  f"{summary['seconds_scoring']:.1f} s ({self.cfg.eval.backend})\n"
+                  f"{coco_eval.format_stats(stats)}", flush=True)
+        return summary
 
 
 def model_dir_config(model_path: str, args) -> config.Config:
@@ -167,19 +178,6 @@ def model_dir_config(model_path: str, args) -> config.Config:
         sys.exit(f"config error: {err}")
 
 
-def load_checkpoint_model(checkpoint_dir: str, cfg: config.Config):
-    """The Keras model of cfg.model with the weights of checkpoint_dir's latest checkpoint (or a prefix)."""
-    from ssd.model import build_model
-
-    prefix = tf.train.latest_checkpoint(checkpoint_dir) if os.path.isdir(checkpoint_dir) else checkpoint_dir
-    if not prefix or not tf.io.gfile.exists(prefix + ".index"):
-        raise FileNotFoundError(f"{checkpoint_dir}: no checkpoint there")
-    model = build_model(cfg.model)
-    # The trainer's checkpoints also hold the optimizer and counters: only the model is read, all of it.
-    tf.train.Checkpoint(model=model).read(prefix).assert_existing_objects_matched().expect_partial()
-    return model
-
-
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(prog="python -m ssd.evaluate", description=__doc__.splitlines()[0])
     source = parser.add_mutually_exclusive_group(required=True)
@@ -188,21 +186,20 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--out", default="detections.json", help="detections JSON to write (COCO results format)")
     config.add_config_args(parser)
     args = parser.parse_args(argv)
-    from ssd import distributed
-
     world = distributed.init()
     cfg = model_dir_config(args.checkpoint or args.saved_model, args)
     if args.checkpoint:
         from ssd.anchors import default_boxes
+        from ssd.checkpoint import restore_model
 
         try:
-            model = load_checkpoint_model(args.checkpoint, cfg)
+            model = restore_model(args.checkpoint, cfg)
         except FileNotFoundError as err:
             sys.exit(f"evaluate: {err}")
         detect = detector(model, cfg, default_boxes(cfg.model))
     else:
         detect = saved_model_detector(args.saved_model)
-    result = evaluate_detector(detect, cfg, world.rank, world.size, args.out)
+    result = Evaluator(detect, cfg, world.rank, world.size).evaluate(args.out)
     if world.rank == 0:
         print(f"mAP {result['map']:.4f}; wrote {args.out}")
 

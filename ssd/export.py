@@ -6,8 +6,9 @@ writes
 
     EXPORT_DIR/saved_model_nhwc/   SavedModel, signature serving_default, input `image` [N, S, S, 3]
     EXPORT_DIR/saved_model_nchw/   the same with input `image` [N, 3, S, S]
-    EXPORT_DIR/frozen_nhwc.pb      GraphDef with the weights as constants: input `image:0`,
-    EXPORT_DIR/frozen_nchw.pb      outputs `detection_bboxes:0` ... (load_frozen_graph reads it back)
+    EXPORT_DIR/frozen_nhwc.pb      GraphDef with the weights as constants and TF1 control flow: its
+    EXPORT_DIR/frozen_nchw.pb      one Placeholder `image`, outputs `detection_bboxes:0` ... (the
+                                   MLPerf inference harness's names; run_frozen_graph runs it)
     EXPORT_DIR/config.json         (also in each SavedModel directory, for ssd.evaluate --saved-model)
 
 Input: float32 images normalised as in training (RGB / 255, data.mean / data.std), N free.
@@ -36,7 +37,7 @@ import sys
 
 import ssd  # noqa: F401  (selects Keras 2 before TensorFlow is imported)
 import tensorflow as tf
-from tensorflow.python.framework.convert_to_constants import convert_variables_to_constants_v2
+from tensorflow.python.framework.convert_to_constants import convert_variables_to_constants_v2_as_graph
 
 from ssd import config
 from ssd.anchors import default_boxes
@@ -70,32 +71,42 @@ class InferenceModule(tf.Module):
 
 def export(checkpoint_dir: str, cfg: config.Config, out_dir: str) -> dict[str, str]:
     """Writes the four exports of checkpoint_dir (see the module docstring); returns their paths."""
-    from ssd.evaluate import load_checkpoint_model
+    from ssd.checkpoint import restore_model
 
     os.makedirs(out_dir, exist_ok=True)
     config.write_config(cfg, out_dir)
     paths = {}
     for layout, data_format in FORMATS.items():
         layout_cfg = dataclasses.replace(cfg, model=dataclasses.replace(cfg.model, data_format=data_format))
-        module = InferenceModule(load_checkpoint_model(checkpoint_dir, layout_cfg), layout_cfg, layout)
+        module = InferenceModule(restore_model(checkpoint_dir, layout_cfg), layout_cfg, layout)
         saved = os.path.join(out_dir, f"saved_model_{layout}")
         tf.saved_model.save(module, saved, signatures={"serving_default": module.serve})
         config.write_config(layout_cfg, saved)
-        frozen = convert_variables_to_constants_v2(module.serve.get_concrete_function())
+        # The converted GraphDef itself (variables as constants, the NMS while loop lowered to TF1
+        # Enter/Merge/Switch/NextIteration/Exit; one Placeholder, `image`), not the graph of the
+        # function it is wrapped back into: that copy (tensorflow/python/eager/lift_to_graph.py)
+        # puts a Placeholder `unused_control_flow_input_*` on every loop back edge it meets before
+        # the edge's source, rewires the edge, and leaves those placeholders in the graph.
+        _, graph_def = convert_variables_to_constants_v2_as_graph(module.serve.get_concrete_function())
         pb = os.path.join(out_dir, f"frozen_{layout}.pb")
         with open(pb, "wb") as f:
-            f.write(frozen.graph.as_graph_def().SerializeToString())
+            f.write(graph_def.SerializeToString())
         paths[f"saved_model_{layout}"], paths[f"frozen_{layout}"] = saved, pb
     return paths
 
 
-def load_frozen_graph(path: str):
-    """A frozen GraphDef from `export` as a function image -> {name: tensor for name in OUTPUTS}."""
+def run_frozen_graph(path: str, images, outputs=OUTPUTS) -> dict:
+    """Runs a frozen GraphDef from `export` as the MLPerf inference harness runs a .pb: imported into a
+    TF1 graph, in a tf.compat.v1.Session, `image:0` fed, `<name>:0` fetched. images: a numpy batch in
+    the export's layout. Returns {name: numpy array} for the names in `outputs`."""
     graph_def = tf.compat.v1.GraphDef()
     with open(path, "rb") as f:
         graph_def.ParseFromString(f.read())
-    imported = tf.compat.v1.wrap_function(lambda: tf.compat.v1.import_graph_def(graph_def, name=""), [])
-    return imported.prune("image:0", {name: f"{name}:0" for name in OUTPUTS})
+    graph = tf.Graph()
+    with graph.as_default():
+        tf.compat.v1.import_graph_def(graph_def, name="")
+    with tf.compat.v1.Session(graph=graph) as session:
+        return session.run({name: f"{name}:0" for name in outputs}, {"image:0": images})
 
 
 def main(argv: list[str] | None = None) -> None:

@@ -32,6 +32,7 @@ import os
 import re
 import sys
 import threading
+import time
 from collections.abc import Iterator
 
 from mlperf_logging.mllog import constants
@@ -42,6 +43,11 @@ from ssd.schedule import scaled_base_lr
 _REPO_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 _SKIP_FILES = (os.path.abspath(__file__), os.path.abspath(contextlib.__file__))
 _LOGGER_IDS = itertools.count()  # logging keeps loggers by name forever: one fresh name per MLLogger
+
+
+def _now_ms() -> int:
+    """Milliseconds since the Unix epoch, as mlperf_logging stamps a line."""
+    return int(time.time() * 1000)
 
 
 def _stack_offset() -> int:
@@ -61,10 +67,20 @@ def _stack_offset() -> int:
 
 
 class Run:
-    """The handle `MLLogger.run()` yields: call `success()` once the target is reached."""
+    """The handle `MLLogger.run()` yields: call `success()` once the target is reached.
 
-    def __init__(self):
+    start_ms / stop_ms: the times logged with run_start / run_stop (ms since the epoch; stop_ms is
+    set when the block ends), on every rank, so `run_seconds` is the score as the log states it.
+    """
+
+    def __init__(self, start_ms: int):
         self.succeeded = False
+        self.start_ms = start_ms
+        self.stop_ms: int | None = None
+
+    @property
+    def run_seconds(self) -> float:
+        return (self.stop_ms - self.start_ms) / 1000.0
 
     def success(self) -> None:
         self.succeeded = True
@@ -106,7 +122,8 @@ class MLLogger:
         self._logger = None
         self.enabled = False
 
-    def _log(self, event_type: str, key: str, value=None, metadata: dict | None = None) -> None:
+    def _log(self, event_type: str, key: str, value=None, metadata: dict | None = None,
+             time_ms: int | None = None) -> None:
         if not self.enabled:
             return
         log = {
@@ -114,7 +131,7 @@ class MLLogger:
             constants.INTERVAL_END: self._mll.end,
             constants.POINT_IN_TIME: self._mll.event,
         }[event_type]
-        log(key=key, value=value, metadata=metadata, stack_offset=_stack_offset())
+        log(key=key, value=value, metadata=metadata, time_ms=time_ms, stack_offset=_stack_offset())
 
     def event(self, key: str, value=None, metadata: dict | None = None) -> None:
         """A point-in-time line `key` with `value` and extra `metadata`."""
@@ -156,7 +173,7 @@ class MLLogger:
             (constants.OPT_BASE_LR, scaled_base_lr(t, global_batch)),
             (constants.OPT_WEIGHT_DECAY, t.weight_decay),
             (constants.OPT_LR_WARMUP_STEPS, t.warmup_steps),
-            (constants.OPT_LR_WARMUP_FACTOR, t.warmup_factor),
+            (constants.OPT_LR_WARMUP_FACTOR, t.warmup_factor),  # the MLPerf rule's integer k
             (constants.OPT_LR_DECAY_BOUNDARY_EPOCHS, list(t.lr_decay_epochs)),
             (constants.MAX_SAMPLES, cfg.data.crop_max_trials),
             (constants.MODEL_BN_SPAN, t.batch_size),
@@ -180,27 +197,29 @@ class MLLogger:
 
         An exception inside logs `aborted` and propagates.
         """
-        self._log(constants.INTERVAL_START, constants.RUN_START)
+        run = Run(_now_ms())
+        self._log(constants.INTERVAL_START, constants.RUN_START, time_ms=run.start_ms)
         self._run_open = True
-        run = Run()
         status = constants.ABORTED
         try:
             yield run
             if run.succeeded:
                 status = constants.SUCCESS
         finally:
-            self._stop_run(status)
+            run.stop_ms = _now_ms()
+            self._stop_run(status, run.stop_ms)
 
     def abort_run(self) -> None:
         """`run_stop` {status: aborted} now, if the run has started and not stopped; safe from any
         thread (ssd.distributed.on_termination calls it while the main thread may be blocked)."""
-        self._stop_run(constants.ABORTED)
+        self._stop_run(constants.ABORTED, _now_ms())
 
-    def _stop_run(self, status: str) -> None:
+    def _stop_run(self, status: str, time_ms: int) -> None:
         with self._run_lock:
             if self._run_open:
                 self._run_open = False
-                self._log(constants.INTERVAL_END, constants.RUN_STOP, metadata={constants.STATUS: status})
+                self._log(constants.INTERVAL_END, constants.RUN_STOP, metadata={constants.STATUS: status},
+                          time_ms=time_ms)
 
     def epoch(self, n: int):
         """`epoch_start` / `epoch_stop` {epoch_num: n}; n counts from 1."""

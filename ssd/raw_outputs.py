@@ -19,20 +19,8 @@ import ssd  # noqa: F401  (selects Keras 2 before TensorFlow is imported)
 import tensorflow as tf
 
 from ssd import config
-from ssd.model import build_model, reference_layout
-
-
-def load_model(checkpoint_dir: str):
-    """Builds the model of checkpoint_dir/config.json and restores every variable from the latest
-    checkpoint there (optimizer state and counters are ignored)."""
-    cfg = config.read_config(os.path.join(checkpoint_dir, "config.json"))
-    path = tf.train.latest_checkpoint(checkpoint_dir)
-    if path is None:
-        raise SystemExit(f"raw_outputs: no checkpoint in {checkpoint_dir}")
-    model = build_model(cfg.model)
-    status = tf.train.Checkpoint(model=model).restore(path)
-    status.assert_existing_objects_matched().expect_partial()
-    return model, cfg
+from ssd.checkpoint import restore_model
+from ssd.model import reference_layout
 
 
 def raw_outputs(model, images_nchw: np.ndarray, batch_size: int = 8) -> dict:
@@ -53,7 +41,11 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--out", required=True, help=".npz to write")
     parser.add_argument("--batch-size", type=int, default=8)
     args = parser.parse_args(argv)
-    model, cfg = load_model(args.checkpoint)
+    cfg = config.read_config(os.path.join(args.checkpoint, "config.json"))
+    try:
+        model = restore_model(args.checkpoint, cfg)
+    except FileNotFoundError as err:
+        raise SystemExit(f"raw_outputs: {err}") from None
     images = np.load(args.input)
     size = cfg.model.image_size
     if images.ndim != 4 or images.shape[1:] != (3, size, size):

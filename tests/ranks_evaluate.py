@@ -1,5 +1,5 @@
-"""Run by tests/test_evaluate.py under Horovod (or as one plain process): `ssd.evaluate.evaluate`
-on a checkpoint; every rank writes what it returned.
+"""Run by tests/test_evaluate.py under Horovod (or as one plain process): `ssd.evaluate.Evaluator`
+on a checkpoint; every rank writes what its `evaluate` returned.
 
     horovodrun --gloo -np 2 python tests/ranks_evaluate.py CKPT_DIR OUT_DIR [section.key=value ...]
 
@@ -13,17 +13,18 @@ import sys
 
 from ssd import config, distributed
 from ssd.anchors import default_boxes
-from ssd.evaluate import evaluate, load_checkpoint_model
+from ssd.checkpoint import restore_model
+from ssd.evaluate import Evaluator, detector
 
 
 def main(checkpoint_dir: str, out_dir: str, overrides: list[str]) -> int:
     world = distributed.init()
     cfg = config.read_config(os.path.join(checkpoint_dir, "config.json"))
     cfg = config.validate(config.apply_overrides(cfg, overrides))
-    model = load_checkpoint_model(checkpoint_dir, cfg)
+    model = restore_model(checkpoint_dir, cfg)
+    evaluator = Evaluator(detector(model, cfg, default_boxes(cfg.model)), cfg, world.rank, world.size)
     try:
-        result = evaluate(model, cfg, default_boxes(cfg.model), world.rank, world.size,
-                          out_json=os.path.join(out_dir, "detections.json"))
+        result = evaluator.evaluate(os.path.join(out_dir, "detections.json"))
         status = 0
     except Exception as err:
         result, status = {"error": f"{type(err).__name__}: {err}"}, 1

@@ -1,4 +1,5 @@
-"""Checkpoints: save/restore round trip with optimizer slots, keep-K, atomic under SIGKILL, backbone import."""
+"""Checkpoints: save/restore round trip with optimizer slots, keep-K, atomic under SIGKILL (synchronous
+and asynchronous saves), asynchronous saves snapshot the variables, model and backbone restore."""
 
 import os
 import signal
@@ -72,15 +73,21 @@ import sys, ssd, numpy as np, tensorflow as tf
 from ssd import checkpoint
 v = tf.Variable(tf.zeros([24 * 1024 * 1024]))  # 96 MiB: each save takes a while
 saver = checkpoint.Checkpoints(sys.argv[1], keep=3, rank=0, v=v)
+wait = sys.argv[2] == "sync"
 for step in range(1, 10**6):
     v.assign(tf.fill(v.shape, float(step)))
-    saver.save(step)
+    saver.save(step, wait=wait)
+    if step == 1:
+        saver.wait()  # one complete checkpoint exists
     print(step, flush=True)
 """
 
 
-def test_sigkill_mid_save_never_leaves_a_broken_latest(tmp_path):
-    proc = subprocess.Popen([sys.executable, "-c", _WRITER, str(tmp_path)], stdout=subprocess.PIPE, text=True)
+@pytest.mark.parametrize("mode", ["sync", "async"])
+def test_sigkill_mid_save_never_leaves_a_broken_latest(tmp_path, mode):
+    """Asynchronous saves copy the variable and go on (the next assign overlaps the write): the
+    latest checkpoint still holds one whole step's values."""
+    proc = subprocess.Popen([sys.executable, "-c", _WRITER, str(tmp_path), mode], stdout=subprocess.PIPE, text=True)
     assert proc.stdout.readline().strip() == "1"  # one complete checkpoint exists
     time.sleep(0.35)  # most likely in the middle of a later save
     os.kill(proc.pid, signal.SIGKILL)
@@ -104,3 +111,32 @@ def test_backbone_weights_round_trip(tmp_path):
         np.testing.assert_array_equal(a.numpy(), b.numpy())
     head = [v for v in target.trainable_variables if not any(v is w for w in target.backbone.variables)]
     assert head  # the rest of the model keeps its own initialisation
+
+
+def test_asynchronous_save_holds_the_values_of_its_step(tmp_path):
+    model, optimizer = _model_and_optimizer()
+    step = tf.Variable(1, dtype=tf.int64)
+    saver = checkpoint.Checkpoints(str(tmp_path), keep=5, rank=0, model=model, optimizer=optimizer, step=step)
+    saver.warm_up_async()
+    assert not list(tmp_path.iterdir())  # the warm-up writes elsewhere
+    before = [v.numpy().copy() for v in model.variables]
+    saver.save(1, wait=False)
+    for v in model.trainable_variables:  # training goes on while the file is written
+        v.assign_add(tf.ones_like(v))
+    step.assign(2)
+    saver.save(2, wait=False)
+    saver.wait()
+    assert saver.latest.endswith("ckpt-2")
+    reader = tf.train.load_checkpoint(str(tmp_path / "ckpt-1"))
+    assert reader.get_tensor("step/.ATTRIBUTES/VARIABLE_VALUE") == 1
+    restored = checkpoint.restore_model(str(tmp_path / "ckpt-1"), config.load_config("demo"))
+    for a, b in zip(before, restored.variables):
+        np.testing.assert_array_equal(a, b.numpy())
+    latest = checkpoint.restore_model(str(tmp_path), config.load_config("demo"))  # a directory: its latest
+    for a, b in zip(model.variables, latest.variables):
+        np.testing.assert_array_equal(a.numpy(), b.numpy())
+
+
+def test_restore_model_without_a_checkpoint_names_the_path(tmp_path):
+    with pytest.raises(FileNotFoundError, match=f"{tmp_path}: no checkpoint there"):
+        checkpoint.restore_model(str(tmp_path), config.load_config("demo"))

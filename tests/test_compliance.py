@@ -12,11 +12,14 @@ PREFIX = ":::MLLOG "
 
 @pytest.fixture(scope="module")
 def real_logs(tmp_path_factory, hvd_launch):
-    """mlperf_log.txt of two 2-rank runs of tests/mllog_run.py: closed (ssd_large) and open (demo)."""
+    """mlperf_log.txt of 2-rank runs of tests/mllog_run.py: closed (ssd_large) and open (demo) in the
+    asynchronous order (the trainer's default), and closed in the synchronous order."""
     out = tmp_path_factory.mktemp("runs")
     hvd_launch(["tests/mllog_run.py", str(out / "closed"), "--config", "ssd_large", "--accuracies", "0.1,0.3"])
     hvd_launch(["tests/mllog_run.py", str(out / "open"), "--config", "demo", "--accuracies", "0.05,0.1,0.3"])
-    return {"closed": out / "closed" / "mlperf_log.txt", "open": out / "open" / "mlperf_log.txt"}
+    hvd_launch(["tests/mllog_run.py", str(out / "closed_sync"), "--config", "ssd_large", "--accuracies", "0.1,0.3",
+                "--sync"])
+    return {name: out / name / "mlperf_log.txt" for name in ("closed", "open", "closed_sync")}
 
 
 def check(repo_root, log, division=None):
@@ -38,10 +41,16 @@ def index_of(records, key, nth=0):
 
 
 def test_real_runs_pass(repo_root, real_logs):
-    for division, log in real_logs.items():
+    for name, log in real_logs.items():
         result = check(repo_root, log)
         assert result.returncode == 0, result.stdout
-        assert f"{division}_ssd_large.yaml" in result.stdout and "SUCCESS" in result.stdout
+        assert f"{name.split('_')[0]}_ssd_large.yaml" in result.stdout and "SUCCESS" in result.stdout
+
+
+def events(records):
+    """(key, epoch_num) of the epoch, evaluation and run records."""
+    keys = ("run_start", "run_stop", "epoch_start", "epoch_stop", "eval_start", "eval_stop", "eval_accuracy")
+    return [(r["key"], r["metadata"].get("epoch_num")) for r in records if r["key"] in keys]
 
 
 def test_only_rank_zero_wrote(real_logs):
@@ -50,6 +59,20 @@ def test_only_rank_zero_wrote(real_logs):
     assert records[-1]["key"] == "run_stop" and records[-1]["metadata"]["status"] == "success"
     accuracies = [(r["metadata"]["epoch_num"], r["value"]) for r in records if r["key"] == "eval_accuracy"]
     assert accuracies == [(40, 0.1), (50, 0.3)]
+
+
+def test_the_asynchronous_and_synchronous_orders(real_logs):
+    """Asynchronous: an evaluation's accuracy arrives inside the next epoch, and the one at the
+    target closes that epoch and the run. Synchronous: right after the evaluation."""
+    order = events(read_records(real_logs["closed"]))
+    i = order.index(("eval_stop", 40))
+    assert order[i + 1:i + 4] == [("epoch_start", 41), ("eval_accuracy", 40), ("epoch_stop", 41)]
+    assert order[-6:] == [("eval_start", 50), ("eval_stop", 50), ("epoch_start", 51), ("eval_accuracy", 50),
+                          ("epoch_stop", 51), ("run_stop", None)]
+    order = events(read_records(real_logs["closed_sync"]))
+    i = order.index(("eval_stop", 40))
+    assert order[i + 1:i + 3] == [("eval_accuracy", 40), ("epoch_start", 41)]
+    assert order[-4:] == [("eval_start", 50), ("eval_stop", 50), ("eval_accuracy", 50), ("run_stop", None)]
 
 
 def test_open_run_fails_the_closed_rules(repo_root, real_logs):
@@ -108,16 +131,36 @@ def doubled(rs):
 
 
 def eval_inside_epoch(rs):
-    """The last evaluation moved inside its epoch (before epoch_stop)."""
-    i = index_of(rs, "epoch_stop", -1)
-    stop = rs.pop(i)
-    rs.insert(index_of(rs, "eval_accuracy", -1) + 1, stop)
-    return rs
+    """The last evaluation (eval_start, eval_stop) moved inside its epoch, before its epoch_stop."""
+    epoch = rs[index_of(rs, "eval_stop", -1)]["metadata"]["epoch_num"]
+    moved = [rs.pop(index_of(rs, "eval_start", -1)), rs.pop(index_of(rs, "eval_stop", -1))]
+    i = next(i for i, r in enumerate(rs) if r["key"] == "epoch_stop" and r["metadata"]["epoch_num"] == epoch)
+    return rs[:i] + moved + rs[i:]
+
+
+def move_accuracy(nth, after_key, after_epoch):
+    """The nth eval_accuracy moved to right after the record `after_key` {epoch_num: after_epoch}."""
+    def edit(rs):
+        accuracy = rs.pop(index_of(rs, "eval_accuracy", nth))
+        i = next(i for i, r in enumerate(rs) if r["key"] == after_key and r["metadata"].get("epoch_num") == after_epoch)
+        return rs[:i + 1] + [accuracy] + rs[i + 1:]
+    return edit
+
+
+def drop_last_accuracy(rs):
+    i = index_of(rs, "eval_accuracy", -1)
+    return rs[:i] + rs[i + 1:]
+
+
+def accuracy_after_run_stop(rs):
+    return [r for r in rs if r["key"] != "eval_accuracy" or r["metadata"]["epoch_num"] != 50] + \
+        [next(r for r in rs if r["key"] == "eval_accuracy" and r["metadata"]["epoch_num"] == 50)]
 
 
 def skipped_epoch(rs):
+    """Epoch 3 missing: every epoch_num from 3 on (epochs, evaluations, accuracies) one higher."""
     for r in rs:
-        if r["key"] in ("epoch_start", "epoch_stop") and r["metadata"]["epoch_num"] >= 3:
+        if r["metadata"].get("epoch_num", 0) >= 3:
             r["metadata"]["epoch_num"] += 1
     return rs
 
@@ -133,10 +176,22 @@ BROKEN = {
                          "closed: [40, 50] x (1 + k/10), one integer k"),
     "every line doubled": (doubled, "Required EXACTLY_ONE occurrence of 'seed' but found 2"),
     "max_samples": (set_value("max_samples", 10), "closed: the random crop tries 1 or 50 times"),
+    "fractional warmup factor": (set_value("opt_learning_rate_warmup_factor", 1e-3),
+                                 "closed: warmup_factor is an integer k >= 0"),
     "gradient accumulation": (set_value("gradient_accumulation_steps", 0), "gradient_accumulation_steps >= 1"),
     "eval inside epoch": (eval_inside_epoch, "the epoch and the previous evaluation are finished"),
     "skipped epoch": (skipped_epoch, "epochs are numbered 1, 2, 3, ..."),
     "wrong benchmark": (set_value("submission_benchmark", "ssd"), "this ruleset is for ssd-large"),
+    # The asynchronous order's limits.
+    "accuracy before its eval_stop": (move_accuracy(0, "eval_start", 40), "one eval_accuracy after each eval_stop"),
+    "accuracy twice": (duplicate("eval_accuracy", 0.1), "one eval_accuracy after each eval_stop"),
+    "accuracy two epochs late": (move_accuracy(0, "epoch_start", 42),
+                                 "an evaluation's eval_accuracy comes before the epoch after the next one starts"),
+    "accuracy after the next evaluation": (move_accuracy(0, "eval_stop", 50),
+                                           "the epoch and the previous evaluation are finished (its eval_accuracy"),
+    "accuracy after run_stop": (accuracy_after_run_stop, "eval_accuracy comes before run_stop"),
+    "run_stop before the pending accuracy": (drop_last_accuracy,
+                                             "nothing is left open: every eval_stop has its eval_accuracy"),
 }
 
 

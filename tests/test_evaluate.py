@@ -11,9 +11,10 @@ import ssd  # noqa: F401
 import tensorflow as tf
 
 from ssd import coco_eval, config
+from ssd.checkpoint import restore_model
 from ssd.anchors import boxes_per_location, default_boxes
 from ssd.data import prepare, synthetic
-from ssd.evaluate import evaluate, load_checkpoint_model
+from ssd.evaluate import Evaluator, detector
 from ssd.model import build_model
 
 NUM_VAL = 11  # not a multiple of ranks x batch (2 x 4): rank 0 holds 6 images, rank 1 holds 5
@@ -49,6 +50,11 @@ def write_setup(root):
     return ckpt, root / "data"
 
 
+def evaluate(model, cfg, out_json=None):
+    """One process's evaluation of a Keras model, as `python -m ssd.evaluate --checkpoint` runs it."""
+    return Evaluator(detector(model, cfg, default_boxes(cfg.model)), cfg, 0, 1).evaluate(out_json)
+
+
 @pytest.fixture(scope="module")
 def setup(tmp_path_factory):
     return write_setup(tmp_path_factory.mktemp("eval"))
@@ -68,9 +74,9 @@ def _direct_pycocotools(gt_json, det_json):
 
 def test_one_rank_without_horovod(setup, tmp_path, capsys):
     ckpt, data = setup
-    cfg = config.read_config(str(ckpt / "config.json"))
-    model = load_checkpoint_model(str(ckpt), cfg)
-    result = evaluate(model, cfg, default_boxes(cfg.model), 0, 1, out_json=str(tmp_path / "d.json"))
+    cfg = config.apply_overrides(config.read_config(str(ckpt / "config.json")), ["eval.backend=pycocotools"])
+    model = restore_model(str(ckpt), cfg)
+    result = evaluate(model, cfg, out_json=str(tmp_path / "d.json"))
     printed = capsys.readouterr().out
     assert all(name in printed for name in coco_eval.STAT_NAMES)
     assert result["num_images"] == NUM_VAL and len(result["stats"]) == 12 and result["map"] == result["stats"][0]
@@ -85,10 +91,30 @@ def test_one_rank_without_horovod(setup, tmp_path, capsys):
     # The score is what pycocotools gives on the written file.
     direct = _direct_pycocotools(data / "val" / "instances.json", tmp_path / "d.json")
     np.testing.assert_array_equal(result["stats"], direct)
-    # faster-coco-eval on the same detections: the same 12 numbers.
+    # faster-coco-eval (the default) on the same detections: the same 12 numbers (see test_coco_eval.py).
     cfg.eval.backend = "faster_coco_eval"
-    fast = evaluate(model, cfg, default_boxes(cfg.model), 0, 1)
-    np.testing.assert_allclose(fast["stats"], result["stats"], rtol=0, atol=1e-12)
+    fast = evaluate(model, cfg)
+    np.testing.assert_allclose(fast["stats"], result["stats"], rtol=0, atol=1e-15)
+
+
+def test_xla_detector_is_traced_once_and_detects_as_without(setup):
+    """train.xla compiles the detector (model and post-processing) with XLA: one trace for any batch."""
+    ckpt, _ = setup
+    cfg = config.read_config(str(ckpt / "config.json"))
+    model = restore_model(str(ckpt), cfg)
+    plain = detector(model, cfg, default_boxes(cfg.model))
+    cfg.train.xla = True
+    xla = detector(model, cfg, default_boxes(cfg.model))
+    for batch in (2, 3):
+        images = tf.random.stateless_normal([batch, 300, 300, 3], seed=[batch, 7])
+        a, b = xla(images), plain(images)
+        np.testing.assert_array_equal(a["num"].numpy(), b["num"].numpy())
+        # XLA fuses the float32 ops differently: near-tied detections may swap places.
+        np.testing.assert_allclose(a["scores"].numpy(), b["scores"].numpy(), rtol=1e-4, atol=1e-6)
+        same = a["classes"].numpy() == b["classes"].numpy()
+        assert same.mean() > 0.95
+        np.testing.assert_allclose(a["boxes"].numpy()[same], b["boxes"].numpy()[same], rtol=1e-3, atol=1e-4)
+    assert xla.experimental_get_tracing_count() == plain.experimental_get_tracing_count() == 1
 
 
 def _run_ranks(hvd_launch, setup, out_dir, np_, launcher, *overrides, check=True):
@@ -107,12 +133,12 @@ def test_two_ranks_give_the_one_rank_stats_and_detections(hvd_launch, setup, tmp
     ckpt, data = setup
     # One rank: the CLI, as a user runs it.
     proc = hvd_launch(["-m", "ssd.evaluate", "--checkpoint", str(ckpt), "--out", str(tmp_path / "one.json"),
-                       f"data.data_dir={data}"], launcher="single", timeout=300)
+                       f"data.data_dir={data}", "eval.backend=pycocotools"], launcher="single", timeout=300)
     assert all(name in proc.stdout for name in coco_eval.STAT_NAMES)
     one_stats = _direct_pycocotools(data / "val" / "instances.json", tmp_path / "one.json")
     assert f"mAP {one_stats[0]:.4f}; wrote {tmp_path / 'one.json'}" in proc.stdout
     # Two real Horovod ranks.
-    _, two = _run_ranks(hvd_launch, setup, tmp_path / "two", 2, "gloo")
+    _, two = _run_ranks(hvd_launch, setup, tmp_path / "two", 2, "gloo", "eval.backend=pycocotools")
     assert [r["num_ranks"] for r in two] == [2, 2] and two[0]["num_images"] == NUM_VAL
     for rank in two:  # the broadcast: every rank returns rank 0's result
         assert rank["stats"] == two[0]["stats"] and rank["num_detections"] == two[0]["num_detections"]
@@ -140,9 +166,9 @@ def test_image_set_differing_from_the_annotation_file_fails_loudly(setup, tmp_pa
     ckpt, _ = setup
     broken = _break_ground_truth(setup, tmp_path)
     cfg = config.apply_overrides(config.read_config(str(ckpt / "config.json")), [f"data.data_dir={broken}"])
-    model = load_checkpoint_model(str(ckpt), cfg)
+    model = restore_model(str(ckpt), cfg)
     with pytest.raises(ValueError, match=r"instances.json .*1 missing \(e.g. \[999999999\]\)"):
-        evaluate(model, cfg, default_boxes(cfg.model), 0, 1)
+        evaluate(model, cfg)
 
 
 def test_failure_on_rank_0_stops_every_rank(hvd_launch, setup, tmp_path):
@@ -183,8 +209,7 @@ def test_imported_reference_weights_score_as_the_pytorch_reference_pipeline(setu
     torch.save(torch_model.state_dict(), tmp_path / "reference.pth")
     import_weights.import_weights("reference", str(tmp_path / "reference.pth"), str(tmp_path / "imported"), cfg)
     anchors = default_boxes(m)
-    ours = evaluate(load_checkpoint_model(str(tmp_path / "imported"), cfg), cfg, anchors, 0, 1,
-                    out_json=str(tmp_path / "ours.json"))
+    ours = evaluate(restore_model(str(tmp_path / "imported"), cfg), cfg, out_json=str(tmp_path / "ours.json"))
 
     category_ids = pipeline.read_manifest(str(data / "val"))["category_ids"]
     records = []

@@ -73,8 +73,12 @@ def test_run_status(tmp_path, succeed, status):
             pass
         if succeed:
             run.success()
-    keys = [(r["key"], r["metadata"].get("status")) for r in records(tmp_path / "log.txt")]
+    logged = records(tmp_path / "log.txt")
+    keys = [(r["key"], r["metadata"].get("status")) for r in logged]
     assert keys == [("run_start", None), ("epoch_start", None), ("epoch_stop", None), ("run_stop", status)]
+    # The run's own times are the logged ones: timing.json's run_seconds is the score as logged.
+    assert (run.start_ms, run.stop_ms) == (logged[0]["time_ms"], logged[-1]["time_ms"])
+    assert run.run_seconds == (logged[-1]["time_ms"] - logged[0]["time_ms"]) / 1000
 
 
 def test_exception_closes_every_block_and_aborts(tmp_path):
@@ -93,7 +97,7 @@ def test_exception_closes_every_block_and_aborts(tmp_path):
 
 def test_submission_and_hyperparameters_from_config(tmp_path):
     cfg = load_config("ssd_large", ["run.submission_org=acme", "run.submission_platform=8xH100",
-                                    "train.lr_decay_epochs=44,55", "data.crop_max_trials=1"])
+                                    "train.lr_decay_epochs=44,55", "data.crop_max_trials=1", "train.warmup_factor=2"])
     mll = MLLogger(str(tmp_path / "log.txt"), rank=0, stdout=False)
     mll.cache_clear()
     mll.submission_info(cfg)
@@ -109,7 +113,8 @@ def test_submission_and_hyperparameters_from_config(tmp_path):
     assert got["opt_name"] == "sgd"
     assert got["opt_base_learning_rate"] == pytest.approx(2.5e-3 * 256 / 32)  # scaled by global batch / 32
     assert got["opt_weight_decay"] == 5e-4
-    assert got["opt_learning_rate_warmup_steps"] == 650 and got["opt_learning_rate_warmup_factor"] == 1e-3
+    assert got["opt_learning_rate_warmup_steps"] == 650 and got["opt_learning_rate_warmup_factor"] == 2
+    assert type(got["opt_learning_rate_warmup_factor"]) is int  # the MLPerf rule's integer k
     assert got["opt_learning_rate_decay_boundary_epochs"] == [44, 55]
     assert got["max_samples"] == 1 and got["model_bn_span"] == 32
     assert (got["train_samples"], got["eval_samples"]) == (117266, 5000)

@@ -13,7 +13,7 @@ from ssd.schedule import WarmupStepDecay
 def _run_both(exclude_bn_bias: bool, steps: int = 7):
     rng = np.random.default_rng(0)
     w0, b0 = rng.normal(size=(3, 4)).astype(np.float32), rng.normal(size=4).astype(np.float32)
-    sched = WarmupStepDecay(0.1, warmup_steps=3, warmup_factor=0.1, boundaries=[5], decay_factor=0.1)
+    sched = WarmupStepDecay(0.1, warmup_steps=3, warmup_factor=1, boundaries=[5], decay_factor=0.1)
     w, b = tf.Variable(w0), tf.Variable(b0)
     opt = SGD(sched, momentum=0.9, weight_decay=0.01, exclude_bn_bias=exclude_bn_bias)
     tw, tb = torch.tensor(w0, requires_grad=True), torch.tensor(b0, requires_grad=True)

@@ -133,12 +133,15 @@ def test_built_in_default_end_to_end(repo_root, tmp_path):
     run_dir = tmp_path / "default"
     assert "SUCCESS" in (run_dir / "compliance_check.txt").read_text()
     for name in ("config.json", "mlperf_log.txt", "train_log.txt", "detections.json", "training_curves.png",
-                 "predictions.png", "tensorboard", "checkpoints"):
+                 "predictions.png", "tensorboard", "checkpoints", "timing.json"):
         assert (run_dir / name).exists(), name
     from compliance.summarize import read_log, run_minutes
 
     minutes = run_minutes(read_log(str(run_dir / "mlperf_log.txt")))
     assert 0 < minutes * 60 <= int(result.group(1)) + 1
     assert math.isfinite(minutes)
+    timing = json.loads((run_dir / "timing.json").read_text())
+    assert timing["run_seconds"] == pytest.approx(minutes * 60, abs=1e-6)
+    assert sum(timing["parts"].values()) == pytest.approx(timing["run_seconds"], abs=1e-9)
     evals = [e["map"] for e in json.loads((run_dir / "metrics.json").read_text())["epochs"] if "map" in e]
     assert evals and evals[-1] >= 0.225, evals

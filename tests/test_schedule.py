@@ -1,7 +1,12 @@
-"""The LR schedule at its exact points: warmup start and end, each decay boundary."""
+"""The LR schedule at its exact points: the MLPerf warmup rule, warmup end, each decay boundary.
+
+The warmup is checked at exact steps against the reference's `lr_warmup` (mlcommons/training
+retired_benchmarks/ssd-v1/ssd/train.py), transcribed in tests/reference_ssd.py.
+"""
 
 import numpy as np
 import pytest
+import reference_ssd
 
 import ssd  # noqa: F401
 from ssd import config, schedule
@@ -11,17 +16,28 @@ def lr(s, step):
     return float(s(step).numpy())
 
 
+@pytest.mark.parametrize("k", [0, 1, 2, 5])
+@pytest.mark.parametrize("wb", [1, 7, 650])
+def test_warmup_is_the_reference_rule(wb, k):
+    base = 0.02
+    s = schedule.WarmupStepDecay(base_lr=base, warmup_steps=wb, warmup_factor=k, boundaries=[], decay_factor=0.1)
+    for i in sorted({0, 1, wb // 2, wb - 2, wb - 1} & set(range(wb))):
+        assert lr(s, i) == pytest.approx(reference_ssd.lr_warmup(wb, i, base, k), rel=1e-6, abs=1e-12), i
+    assert lr(s, 0) == pytest.approx(base * (1 - 2.0 ** -k), rel=1e-6, abs=1e-12)  # k = 0: the first update has LR 0
+    assert lr(s, wb) == np.float32(base) and lr(s, wb + 1000) == np.float32(base)
+
+
 def test_exact_points_of_the_ssd_large_recipe():
     cfg = config.load_config("ssd_large")
     t = cfg.train
+    assert t.warmup_factor == 0 and t.warmup_steps == 650  # the reference's default k, from LR 0
     global_batch, steps_per_epoch = 256, 117266 // 256  # 458 steps per epoch
     s = schedule.from_config(t, global_batch, steps_per_epoch)
     base = 2.5e-3 * 256 / 32  # 0.02
-    assert lr(s, 0) == np.float32(base * 1e-3)  # warmup start: warmup_factor x base
-    half = t.warmup_steps // 2
-    assert lr(s, half) == np.float32(base * (1e-3 + (1 - 1e-3) * half / t.warmup_steps))
-    assert lr(s, t.warmup_steps - 1) < np.float32(base)
-    assert lr(s, t.warmup_steps) == np.float32(base)  # warmup end
+    assert lr(s, 0) == 0.0
+    assert lr(s, 325) == np.float32(base / 2)
+    assert lr(s, 649) == np.float32(base * 649 / 650)
+    assert lr(s, 650) == np.float32(base)  # warmup end
     b40, b50 = 40 * steps_per_epoch, 50 * steps_per_epoch
     assert lr(s, b40 - 1) == np.float32(base)
     assert lr(s, b40) == np.float32(base * 0.1)
@@ -31,17 +47,27 @@ def test_exact_points_of_the_ssd_large_recipe():
 
 
 def test_hand_checked_small_schedule():
-    # base 1.0, warmup over 4 steps from 0.2: 0.2, 0.4, 0.6, 0.8, then 1.0; x0.5 from step 6.
-    s = schedule.WarmupStepDecay(base_lr=1.0, warmup_steps=4, warmup_factor=0.2, boundaries=[6], decay_factor=0.5)
+    # base 1.0, warmup over 4 steps with k = 1: from 1 - 1/2, by 1/8 a step; x0.5 from step 6.
+    s = schedule.WarmupStepDecay(base_lr=1.0, warmup_steps=4, warmup_factor=1, boundaries=[6], decay_factor=0.5)
     got = [lr(s, i) for i in range(8)]
-    np.testing.assert_allclose(got, [0.2, 0.4, 0.6, 0.8, 1.0, 1.0, 0.5, 0.5], rtol=1e-7)
+    np.testing.assert_allclose(got, [0.5, 0.625, 0.75, 0.875, 1.0, 1.0, 0.5, 0.5], rtol=1e-7)
 
 
 def test_boundary_inside_warmup_applies_both():
-    s = schedule.WarmupStepDecay(base_lr=1.0, warmup_steps=4, warmup_factor=0.2, boundaries=[2], decay_factor=0.1)
-    assert lr(s, 1) == pytest.approx(0.4)
-    assert lr(s, 2) == pytest.approx(0.06)
+    # The reference's warmup takes the decayed LR as its base, so the two multiply.
+    s = schedule.WarmupStepDecay(base_lr=1.0, warmup_steps=4, warmup_factor=0, boundaries=[2], decay_factor=0.1)
+    assert lr(s, 1) == pytest.approx(0.25)
+    assert lr(s, 2) == pytest.approx(0.05)
     assert lr(s, 4) == pytest.approx(0.1)
+
+
+def test_warmup_factor_is_an_integer():
+    with pytest.raises(ValueError, match="integer k >= 0"):
+        schedule.WarmupStepDecay(base_lr=1.0, warmup_steps=4, warmup_factor=0.1, boundaries=[], decay_factor=0.1)
+    with pytest.raises(config.ConfigError, match="train.warmup_factor: expected int"):
+        config.load_config("ssd_large", ["train.warmup_factor=0.001"])
+    with pytest.raises(config.ConfigError, match="integer k >= 0"):
+        config.load_config("ssd_large", ["train.warmup_factor=-1"])
 
 
 def test_no_warmup_and_scaling_rule():

@@ -1,16 +1,21 @@
-"""compliance.summarize on generated logs: per-run minutes, checks, the olympic score, the submission folder."""
+"""compliance.summarize: per-run minutes, checks and time split, the olympic score, the submission folder.
+
+The scoring tests use logs written by ssd.mllog.MLLogger with set run times; the time split is read
+from a timing.json written next to the log of a real `ssd.train` run.
+"""
 
 import json
+import shutil
 import subprocess
 import sys
 
 import pytest
 
-from compliance import summarize
+from compliance import mllog_records, summarize
+from conftest import ROOT, child_env
 from ssd.config import load_config
 from ssd.mllog import MLLogger
-
-PREFIX = ":::MLLOG "
+from test_train import tiny_data, train_argv  # noqa: F401  (tiny_data: the session's generated dataset)
 
 
 def make_run(run_dir, minutes, accuracies=(0.1, 0.3), platform="2xcpu"):
@@ -37,10 +42,10 @@ def make_run(run_dir, minutes, accuracies=(0.1, 0.3), platform="2xcpu"):
                     run.success()
                     break
     mll.close()
-    records = [json.loads(line[len(PREFIX):]) for line in path.read_text().splitlines()]
-    start = next(r["time_ms"] for r in records if r["key"] == "run_start")
+    records = mllog_records.read_log(path)
+    start = mllog_records.of_key(records, "run_start")[0]["time_ms"]
     records[-1]["time_ms"] = start + round(minutes * 60000)
-    path.write_text("".join(PREFIX + json.dumps(r) + "\n" for r in records))
+    mllog_records.write_log(path, records)
     return run_dir
 
 
@@ -116,3 +121,54 @@ def test_runs_of_different_systems_are_refused(tmp_path):
 def test_missing_log_is_named(tmp_path):
     with pytest.raises(FileNotFoundError, match="no compliance log"):
         summarize.summarize([str(tmp_path)])
+
+
+# -- where the time went: timing.json ---------------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def real_run(tiny_data, tmp_path_factory):  # noqa: F811
+    """A real `python -m ssd.train` run: demo preset, one process, one epoch of 6 steps, one evaluation."""
+    run_dir = tmp_path_factory.mktemp("real") / "run"
+    argv = train_argv(tiny_data, run_dir, "train.epochs=1", "eval.epochs=1", "eval.every=0", "eval.target_map=0.000001")
+    proc = subprocess.run([sys.executable, *argv], cwd=ROOT, env=child_env(), stdout=subprocess.PIPE,
+                          stderr=subprocess.STDOUT, text=True, timeout=1200)
+    assert proc.returncode == 0, proc.stdout[-3000:]
+    return run_dir
+
+
+def run_with_log(real_run, run_dir):
+    run_dir.mkdir()
+    shutil.copyfile(real_run / "mlperf_log.txt", run_dir / "mlperf_log.txt")
+    return run_dir
+
+
+def test_time_split_per_run(real_run, tmp_path):
+    timed, untimed = run_with_log(real_run, tmp_path / "timed"), run_with_log(real_run, tmp_path / "untimed")
+    seconds = 60 * mllog_records.run_minutes(mllog_records.read_log(real_run / "mlperf_log.txt"))
+    shares = {"train_steps": 0.8, "eval_inference": 0.1, "scoring_wait": 0.05, "checkpoints": 0.0, "other": 0.05}
+    timing = {"run_seconds": seconds, "parts": {part: share * seconds for part, share in shares.items()}}
+    (timed / "timing.json").write_text(json.dumps(timing))
+    out = tmp_path / "summary.json"
+    proc = subprocess.run([sys.executable, "-m", "compliance.summarize", str(timed), str(untimed), "--json", str(out)],
+                          cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, timeout=300)
+    rows = proc.stdout.splitlines()
+    assert rows[0].split() == ["run", "minutes", "seed", "epochs", "check", "time", "in", "run", "log"]
+    assert "train 80% eval 10% wait 5% ckpt 0% other 5%" in rows[1] and str(timed) in rows[1], proc.stdout
+    assert rows[2].split()[5] == "-" and str(untimed) in rows[2], proc.stdout
+    assert rows[1].split()[2] == "1" and rows[1].split()[3] == "1"  # train_argv's seed, one epoch
+    runs = json.loads(out.read_text())["runs"]
+    assert runs[0]["timing"] == timing and runs[1]["timing"] is None
+
+
+@pytest.mark.parametrize("content, reason", [
+    ('{"run_seconds": 10, "parts": {"train_steps": 9}}', "expected run_seconds > 0 and parts train_steps"),
+    ("not json", "not a timing file"),
+])
+def test_bad_timing_file_is_named(real_run, tmp_path, content, reason):
+    run_dir = run_with_log(real_run, tmp_path / "run")
+    (run_dir / "timing.json").write_text(content)
+    proc = subprocess.run([sys.executable, "-m", "compliance.summarize", str(run_dir)], cwd=ROOT,
+                          stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, timeout=300)
+    assert proc.returncode != 0
+    assert f"summarize: {run_dir / 'timing.json'}: {reason}" in proc.stdout

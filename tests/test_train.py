@@ -1,4 +1,5 @@
-"""The trainer end to end on tiny generated data: ranks, averaging, resume, non-finite stop, target stop.
+"""The trainer end to end on tiny generated data: ranks, averaging, resume, non-finite stop, target stop,
+background scoring (its order, its failures), one trace, timing.json.
 
 Every run is a real process (`python -m ssd.train` or tests/train_ranks.py) under real Horovod
 (Gloo, MPI) on CPU: the demo model (width 0.125, 300 px), batches of 2-8 images.
@@ -7,10 +8,13 @@ Every run is a real process (`python -m ssd.train` or tests/train_ranks.py) unde
 import glob
 import json
 import os
+import re
+import shutil
 import signal
 import subprocess
 import sys
 import time
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -195,30 +199,142 @@ def test_missing_backbone_weights_is_a_clear_error(hvd_launch, tiny_data, tmp_pa
 EVERY_EPOCH = ["eval.epochs=1", "eval.every=1", "eval.every_after=1"]
 
 
-def test_tiny_target_stops_after_the_first_evaluation(hvd_launch, tiny_data, tmp_path):
+def run_order(run_dir):
+    """(key, epoch_num) of the run's epoch, evaluation and run records, in log order."""
+    keys = ("run_start", "run_stop", "epoch_start", "epoch_stop", "eval_start", "eval_stop", "eval_accuracy")
+    return [(e["key"], e["metadata"].get("epoch_num")) for e in mlperf_events(run_dir) if e["key"] in keys]
+
+
+def check_timing(run_dir):
+    """timing.json: the exact format, parts summing to run_stop - run_start as logged."""
+    timing = json.loads((run_dir / "timing.json").read_text())
+    assert list(timing["parts"]) == ["train_steps", "eval_inference", "scoring_wait", "checkpoints", "other"]
+    events = {e["key"]: e["time_ms"] for e in mlperf_events(run_dir) if e["key"] in ("run_start", "run_stop")}
+    assert timing["run_seconds"] == (events["run_stop"] - events["run_start"]) / 1000
+    assert sum(timing["parts"].values()) == pytest.approx(timing["run_seconds"], abs=1e-9)
+    assert timing["parts"]["train_steps"] > 0 and all(v >= 0 for v in timing["parts"].values())
+    return timing
+
+
+def checkpoint_steps(run_dir):
+    return sorted(int(p.rsplit("-", 1)[1].split(".")[0]) for p in glob.glob(str(run_dir / "checkpoints" / "ckpt-*.index")))
+
+
+@pytest.mark.parametrize("scoring", ["async", "sync"])
+def test_tiny_target_stops_at_the_first_evaluation(hvd_launch, tiny_data, tmp_path, repo_root, scoring):
     # 2 ranks at 4 images: 6 steps per epoch; batch-norm statistics averaged, evaluation sharded.
     proc = hvd_launch(train_argv(tiny_data, tmp_path, "train.batch_size=4", "train.epochs=3",
-                                 "eval.target_map=0.000001", *EVERY_EPOCH), np=2, check=False)
+                                 "eval.target_map=0.000001", *EVERY_EPOCH,
+                                 *(["eval.async_scoring=false"] if scoring == "sync" else [])), np=2, check=False)
     assert proc.returncode == 0, proc.stdout[-3000:]
-    events = mlperf_events(tmp_path)
-    assert [e["metadata"]["epoch_num"] for e in events if e["key"] == "eval_accuracy"] == [1]
-    assert [e["metadata"]["epoch_num"] for e in events if e["key"] == "epoch_start"] == [1]
-    assert run_status(tmp_path) == "success"
+    order = run_order(tmp_path)
+    log = (tmp_path / "train_log.txt").read_text()
     metrics = json.loads((tmp_path / "metrics.json").read_text())
-    assert metrics["status"] == "success" and [r["epoch"] for r in metrics["epochs"]] == [1]
+    if scoring == "sync":
+        assert order == [("run_start", None), ("epoch_start", 1), ("epoch_stop", 1), ("eval_start", 1),
+                         ("eval_stop", 1), ("eval_accuracy", 1), ("run_stop", None)]
+        stop_step = 6
+        assert [r["epoch"] for r in metrics["epochs"]] == [1]
+    else:  # the score arrives while epoch 2 trains; every rank stops at that step
+        assert order == [("run_start", None), ("epoch_start", 1), ("epoch_stop", 1), ("eval_start", 1),
+                         ("eval_stop", 1), ("epoch_start", 2), ("eval_accuracy", 1), ("epoch_stop", 2),
+                         ("run_stop", None)]
+        stop_step = int(log.split("(known at step ")[1].split(",")[0])
+        assert 6 < stop_step <= 12 and "in epoch 2)" in log
+        assert [r["epoch"] for r in metrics["epochs"]] == [1, 2] and "map" not in metrics["epochs"][1]
+    assert run_status(tmp_path) == "success" and metrics["status"] == "success"
     assert metrics["epochs"][0]["map"] >= 0.000001
-    lines = (tmp_path / "train_log.txt").read_text().splitlines()
+    lines = log.splitlines()
     assert lines[0].startswith("epoch 1 steps 6 loss ") and " mAP " in lines[0]
+    assert "target mAP 1e-06 reached after epoch 1: mAP " in log
+    assert checkpoint_steps(tmp_path) == [stop_step]  # none in the timed run; the final one after run_stop
+    check_timing(tmp_path)
     assert json.loads((tmp_path / "detections.json").read_text())  # the evaluation's detections
     assert json.loads((tmp_path / "config.json").read_text())["eval"]["target_map"] == 0.000001
     assert glob.glob(str(tmp_path / "tensorboard" / "events*"))
+    # The trainer's own order passes the ruleset (its accuracies raised to the ruleset's target).
+    records = [e for e in mlperf_events(tmp_path)]
+    for record in records:
+        if record["key"] == "eval_accuracy":
+            record["value"] = 0.3
+    (tmp_path / "raised.txt").write_text("".join(f":::MLLOG {json.dumps(r)}\n" for r in records))
+    check = subprocess.run([str(repo_root / "compliance" / "check.sh"), str(tmp_path / "raised.txt"), "open"],
+                           stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, timeout=120)
+    assert check.returncode == 0 and "SUCCESS" in check.stdout, check.stdout
 
 
-def test_unreachable_target_runs_to_the_last_epoch_and_fails(hvd_launch, tiny_data, tmp_path):
-    proc = hvd_launch(train_argv(tiny_data, tmp_path, "train.epochs=2", "eval.target_map=1.0", *EVERY_EPOCH),
-                      launcher="single", check=False)
+def test_unreachable_target_runs_to_the_last_epoch_and_traces_once(hvd_launch, tiny_data, tmp_path):
+    proc = hvd_launch(train_argv(tiny_data, tmp_path, "train.epochs=3", "eval.target_map=1.0", *EVERY_EPOCH,
+                                 "train.checkpoint_every_epochs=1"), launcher="single", check=False)
     assert proc.returncode == 1, proc.stdout[-3000:]
     events = mlperf_events(tmp_path)
-    assert [e["metadata"]["epoch_num"] for e in events if e["key"] == "eval_accuracy"] == [1, 2]
+    assert [e["metadata"]["epoch_num"] for e in events if e["key"] == "eval_accuracy"] == [1, 2, 3]
     assert run_status(tmp_path) == "aborted"
-    assert "target mAP 1.0 not reached in 2 epochs" in (tmp_path / "train_log.txt").read_text()
+    log = (tmp_path / "train_log.txt").read_text()
+    assert "target mAP 1.0 not reached in 3 epochs" in log
+    # Three evaluations, one trace of the detector (and of the train step), both before run_start.
+    assert "tf.function traces: train step 1, detector 1" in log
+    assert checkpoint_steps(tmp_path) == [6, 12, 18]  # train.checkpoint_every_epochs=1, asynchronous
+    assert check_timing(tmp_path)["parts"]["checkpoints"] > 0
+
+
+def scorer_pids(run_dir):
+    """Process ids of the `python -m ssd.scorer` processes writing run_dir/detections.json."""
+    pids = []
+    for entry in os.listdir("/proc"):
+        try:
+            argv = open(f"/proc/{entry}/cmdline", "rb").read().split(b"\0") if entry.isdigit() else []
+        except OSError:  # it ended meanwhile
+            continue
+        if b"ssd.scorer" in argv and str(run_dir / "detections.json").encode() in argv:
+            pids.append(int(entry))
+    return pids
+
+
+def test_killed_scorer_ends_every_rank(tiny_data, tmp_path):
+    """The scorer killed mid-scoring (it waits 600 s before scoring, as eval.debug_scoring_delay asks)."""
+    run_dir = tmp_path / "run"
+    horovodrun = str(Path(sys.executable).with_name("horovodrun"))
+    argv = [horovodrun, "--gloo", "-np", "2", "-H", "localhost:2", sys.executable,
+            *train_argv(tiny_data, run_dir, "train.batch_size=4", "train.epochs=3", *EVERY_EPOCH,
+                        "eval.debug_scoring_delay=600")]
+    with open(tmp_path / "out.txt", "w") as out:
+        proc = subprocess.Popen(argv, env=child_env(), stdout=out, stderr=subprocess.STDOUT)
+        log, deadline = run_dir / "mlperf_log.txt", time.time() + 600
+        while not (log.exists() and '"eval_stop"' in log.read_text() and scorer_pids(run_dir)):
+            assert proc.poll() is None and time.time() < deadline, "no evaluation was handed to the scorer"
+            time.sleep(0.2)
+        (pid,) = scorer_pids(run_dir)
+        os.kill(pid, signal.SIGKILL)
+        killed = time.monotonic()
+        try:
+            proc.wait(timeout=120)
+        finally:
+            proc.kill()
+        seconds = time.monotonic() - killed
+    output = (tmp_path / "out.txt").read_text()
+    assert proc.returncode != 0 and seconds < 60, (seconds, output[-3000:])
+    for rank in (0, 1):
+        assert re.search(rf"Process {rank} exit with status code [1-9]", output), output[-3000:]
+    message = f"scorer: the scoring process (pid {pid}) was killed by SIGKILL while scoring the evaluation after epoch 1"
+    assert f"rank 0: {message}" in output
+    assert "rank 1: the background scorer on rank 0 failed (its message is in rank 0's output)" in output
+    assert f"aborted: {message}" in (run_dir / "train_log.txt").read_text()
+    assert run_status(run_dir) == "aborted"
+    assert not [e for e in mlperf_events(run_dir) if e["key"] == "eval_accuracy"]
+    assert json.loads((run_dir / "metrics.json").read_text())["status"] == "aborted"
+
+
+def test_scorer_error_ends_the_run_with_its_message(hvd_launch, tiny_data, tmp_path):
+    data = tmp_path / "data"
+    shutil.copytree(tiny_data, data)
+    gt = json.loads((data / "val" / "instances.json").read_text())
+    gt["images"].append(dict(gt["images"][0], id=999_999_999))  # an image the records do not hold
+    (data / "val" / "instances.json").write_text(json.dumps(gt))
+    proc = hvd_launch(train_argv(data, tmp_path / "run", "train.epochs=2", *EVERY_EPOCH), launcher="single",
+                      check=False)
+    assert proc.returncode == 3, proc.stdout[-3000:]
+    log = (tmp_path / "run" / "train_log.txt").read_text()
+    assert "aborted: scorer: the evaluation after epoch 1 failed: ValueError: the evaluated images do not match " \
+           f"{data / 'val' / 'instances.json'}" in log
+    assert run_status(tmp_path / "run") == "aborted"

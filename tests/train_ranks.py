@@ -21,7 +21,7 @@ import ssd  # noqa: F401
 import tensorflow as tf
 import tf_keras
 
-from ssd import config, distributed
+from ssd import config, distributed, schedule
 from ssd.anchors import default_boxes
 from ssd.model import build_model
 from ssd.train import make_optimizer, make_train_step, set_precision
@@ -57,7 +57,7 @@ def main() -> None:
             if isinstance(layer, tf_keras.layers.BatchNormalization):
                 layer.trainable = False
     global_batch = args.batch * world.size
-    optimizer = make_optimizer(cfg.train, global_batch, steps_per_epoch=100)
+    optimizer = make_optimizer(cfg.train, schedule.from_config(cfg.train, global_batch, steps_per_epoch=100))
     optimizer.build(model.trainable_variables)
     distributed.broadcast(model.variables + list(optimizer.variables))
     initial = [v.numpy() for v in model.trainable_variables]

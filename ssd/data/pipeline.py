@@ -15,11 +15,12 @@ Training, one epoch per call of `train_dataset(cfg, anchors, rank, num_ranks, se
 - data.deterministic: ordered interleave and map (parallel still), the same batches for the same
   (seed, epoch, rank); otherwise tf.data may interleave the files' records and finish examples
   in another order for speed: the same augmentations, given to records in another order.
-- Per example: decode only the SSD IoU-sampled crop window (tf.io.decode_and_crop_jpeg, 3
-  channels), crop the boxes, random horizontal flip, bilinear resize to model.image_size and
-  colour jitter fused with the normalisation into one affine colour map and one clip, then
-  targets by ssd.matching.match onto the default boxes. The colour map is applied at the smaller
-  of the crop and the output (colour_and_resize).
+- Per example, as the reference's SSDTransformer (ssd/data/augment.py): decode only the window of
+  the reference's crop sampler (tf.io.decode_and_crop_jpeg, 3 channels), crop the boxes, random
+  horizontal flip, bilinear resize to model.image_size and torchvision's colour jitter (its four
+  operations in a random order), normalisation, then targets by ssd.matching.match onto the
+  default boxes. Jitter and normalisation run at the smaller of the crop and the output
+  (colour_and_resize).
 
 Evaluation (`eval_dataset`): every record of the val split decoded, resized and normalised (no
 augmentation; the normalisation, too, at the smaller resolution), in the
@@ -72,13 +73,20 @@ def _normalisation(cfg) -> tuple[tf.Tensor, tf.Tensor]:
 
 def train_example(cfg, anchors: tf.Tensor, parsed: dict, seed: tf.Tensor, encode: bool = True):
     """One parsed record (records.parse) -> (image [S,S,3] float32 normalised, (loc [n,4], cls [n]))
-    with encode, else (image, boxes [m,4] xyxy normalised, labels [m], crowd [m]) (for tests)."""
+    with encode, else (image, boxes [m,4] xyxy normalised, labels [m], crowd [m]) (for tests).
+
+    Crowd boxes are ordinary boxes (the reference's) unless data.ignore_crowd: then they neither
+    constrain the crop nor match.
+    """
     d, size = cfg.data, cfg.model.image_size
     boxes, labels, crowd = parsed["boxes"], parsed["labels"], parsed["crowd"]
     height, width = parsed["height"], parsed["width"]
+    if not d.ignore_crowd:
+        crowd = tf.zeros_like(crowd)
     crop_seed, flip_seed, jitter_seed = tf.unstack(tf.random.experimental.stateless_split(seed, 3))
     if d.augment:
-        crop = augment.sample_crop(boxes, crowd, crop_seed, d.crop_min_ious, d.crop_max_trials)
+        # Its cap on redraws is hit with probability < 1e-17 (benchmark.input_pipeline counts it).
+        crop, _ = augment.sample_crop(tf.boolean_mask(boxes, tf.logical_not(crowd)), crop_seed, d.crop_max_trials)
         window = augment.crop_window(crop, height, width)
         image = tf.io.decode_and_crop_jpeg(parsed["jpeg"], window, channels=3)
         boxes, labels, crowd = augment.crop_boxes(boxes, labels, crowd, window, height, width)
@@ -87,11 +95,12 @@ def train_example(cfg, anchors: tf.Tensor, parsed: dict, seed: tf.Tensor, encode
         image = tf.io.decode_jpeg(parsed["jpeg"], channels=3)
     pixels = tf.cast(image, tf.float32)  # tf.image.resize is faster on float32 than on uint8 input
     scale, bias = _normalisation(cfg)
-    matrix, offset = tf.eye(3), tf.zeros([3])
     if d.augment:
-        mean_gray = tf.tensordot(tf.reduce_mean(pixels, axis=[0, 1]), tf.constant(augment.GRAY), axes=1) / 255.0
-        matrix, offset = augment.jitter_matrix(jitter_seed, mean_gray, d.brightness, d.contrast, d.saturation, d.hue)
-    image = colour_and_resize(pixels, size, lambda x: jitter_and_normalise(x, matrix, offset, scale, bias))
+        order, factors = augment.jitter_params(jitter_seed, d.brightness, d.contrast, d.saturation, d.hue)
+        colour = lambda x: normalise(augment.color_jitter(x, order, factors), scale, bias)  # noqa: E731
+    else:
+        colour = lambda x: normalise(x, scale, bias)  # noqa: E731
+    image = colour_and_resize(pixels, size, colour)
     if not encode:
         return image, boxes, labels, crowd
     loc, cls = match(boxes, labels, crowd, anchors, cfg.model.box_variances)
@@ -99,10 +108,11 @@ def train_example(cfg, anchors: tf.Tensor, parsed: dict, seed: tf.Tensor, encode
 
 
 def colour_and_resize(pixels: tf.Tensor, size: int, colour) -> tf.Tensor:
-    """Bilinear resize of pixels [h,w,3] float32 to [size,size,3] and a per-pixel affine colour map
-    with a clip (`colour`), applied at the smaller of the two resolutions: they commute (bilinear
-    weights sum to 1) up to where the clip saturates, and at 1200 px, where COCO images are smaller
-    than the output, colour first costs a fifth."""
+    """Bilinear resize of pixels [h,w,3] float32 to [size,size,3] and a per-pixel colour map
+    (`colour`), applied at the smaller of the two resolutions. The reference resizes first; the
+    orders agree where the map is affine and unclipped (bilinear weights sum to 1) and differ a
+    little at edges and saturated pixels; at 1200 px, where COCO images are smaller than the
+    output, colour first costs a fifth."""
     shape = tf.shape(pixels)
     image = tf.cond(shape[0] * shape[1] < size * size,
                     lambda: tf.image.resize(colour(pixels), [size, size]),
@@ -111,22 +121,16 @@ def colour_and_resize(pixels: tf.Tensor, size: int, colour) -> tf.Tensor:
     return image
 
 
-def jitter_and_normalise(image: tf.Tensor, matrix: tf.Tensor, offset: tf.Tensor, scale: tf.Tensor,
-                         bias: tf.Tensor) -> tf.Tensor:
-    """image [H,W,3] float32 0..255 -> normalise(clip(matrix @ rgb / 255 + offset, 0, 1)).
+def normalise(image: tf.Tensor, scale: tf.Tensor, bias: tf.Tensor) -> tf.Tensor:
+    """image [H,W,3] float32 0..255 -> image x scale + bias per channel (from _normalisation).
 
-    With scale = 1 / (255 std) > 0 and bias = -mean / std (per channel) this equals
-    clip(A' x + t', bias, 255 scale + bias) with A' = matrix^T scale and t' = 255 offset scale + bias:
-    one 3x3 matmul, one add, one max, one min. The per-channel add and bounds are applied to the
-    image viewed as [H, W*3] rows with the [3] vectors tiled to [W*3]: TensorFlow's CPU kernels
-    broadcast a long row several times faster than a [3] vector.
+    The per-channel multiply and add are applied to the image viewed as [H, W*3] rows with the [3]
+    vectors tiled to [W*3]: TensorFlow's CPU kernels broadcast a long row several times faster than
+    a [3] vector.
     """
     shape = tf.shape(image)
     height, width = shape[0], shape[1]
-    rows = tf.reshape(tf.reshape(image, [-1, 3]) @ (tf.transpose(matrix) * scale), [height, width * 3])
-    lo = tf.tile(bias, [width])
-    add = tf.tile(255.0 * offset * scale + bias, [width])
-    rows = tf.minimum(tf.maximum(rows + add, lo), tf.tile(255.0 * scale, [width]) + lo)
+    rows = tf.reshape(image, [height, width * 3]) * tf.tile(scale, [width]) + tf.tile(bias, [width])
     return tf.reshape(rows, shape)
 
 
@@ -190,8 +194,7 @@ def eval_example(cfg, parsed: dict) -> dict:
     """One parsed record -> image [S,S,3] normalised, image_id int64, orig_size [2] int32 (h, w), valid."""
     pixels = tf.cast(tf.io.decode_jpeg(parsed["jpeg"], channels=3), tf.float32)
     scale, bias = _normalisation(cfg)
-    image = colour_and_resize(pixels, cfg.model.image_size,
-                              lambda x: jitter_and_normalise(x, tf.eye(3), tf.zeros([3]), scale, bias))
+    image = colour_and_resize(pixels, cfg.model.image_size, lambda x: normalise(x, scale, bias))
     return {"image": image, "image_id": parsed["image_id"],
             "orig_size": tf.stack([parsed["height"], parsed["width"]]), "valid": tf.constant(True)}
 
