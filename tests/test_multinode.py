@@ -34,14 +34,14 @@ NODE2 = "10.213.0.2"
 DEAD_HOST = "10.213.0.3"  # in the hosts' subnet, no host behind it
 SEED = 1
 SAME_RUN = [f"train.seed={SEED}", "data.deterministic=true", "run.log_every_steps=1"]
-CURVE_STEPS = 30  # steps of the single-node run the two-node runs' loss curves are compared with
+CURVE_STEPS = 20  # steps of the single-node run the two-node runs' loss curves are compared with
 # The horovodrun rehearsal and the faults' runs: the first CURVE_STEPS steps of epoch 1, no
 # evaluation (nothing to trace or score), to keep the file within its time; the mpirun rehearsal
 # trains to the demo target.
 SHORT_RUN = [f"train.max_steps={CURVE_STEPS}", "train.epochs=1"]
 REHEARSAL_OVERRIDES = {"mpirun": [], "horovodrun": SHORT_RUN}
 RANK_LINE = re.compile(r"rank (\d+)/(\d+) \(local \d+/\d+\) on host (\S+), netns (\S+), pid \d+: "
-                       r"train shards \(of (\d+)\) by epoch (\{.*\})")
+                       r"train shards \(of (\d+)\) by epoch (\{[^{}]*\})")  # mpirun may join two ranks' lines
 WEIGHTS_LINE = re.compile(r"rank (\d+)/\d+ \(local \d+/\d+\) on host (\S+), netns \S+, pid \d+: final weights (\w+)")
 
 
@@ -376,6 +376,32 @@ def test_loss_curve_equals_a_single_node_run(rehearsals, tmp_path):
                                    rtol=1e-4, err_msg=launcher)
 
 
+# ---- teardown on every exit path ----
+
+@pytest.mark.slow
+def test_teardown_leaves_nothing_on_failure_or_signal(namespaces, tmp_path):
+    ssh_before = home_ssh()
+    # up fails half-way (an interface name longer than Linux allows): what it made is removed
+    state = tmp_path / f"{MARK}-state"
+    env = dict(os.environ, MULTINODE_IFACE="x" * 20)
+    proc = subprocess.run([str(HOSTS_SH), "up", str(state)], env=env, stdout=subprocess.PIPE,
+                          stderr=subprocess.STDOUT, text=True, timeout=120)
+    assert proc.returncode != 0 and not state.exists() and leftovers() == [], (proc.stdout, leftovers())
+    # the rehearsal fails after the hosts are up (run_and_time.sh refuses the argument)
+    env = dict(os.environ, LOG_DIR=str(tmp_path / f"{MARK}-runs"))
+    run = Run([str(REHEARSE), "not-an-override"], env=env)
+    assert run.wait(timeout=300) == 2 and "is not a section.key=value override" in run.output, run.output
+    assert leftovers() == [], run.output
+    # the rehearsal is terminated while it runs
+    run = Run([str(REHEARSE), *SAME_RUN], env=env)
+    run.wait_for(r"^system 2x1xCPU: ", timeout=300)
+    start = time.monotonic()
+    os.kill(run.proc.pid, signal.SIGTERM)
+    assert run.wait(timeout=120) == 143 and time.monotonic() - start < 30, run.output
+    assert leftovers() == [], run.output
+    assert home_ssh() == ssh_before
+
+
 # ---- faults, on hosts brought up once for them ----
 
 @pytest.fixture(scope="module")
@@ -395,7 +421,8 @@ def run_on_node1(state: Path, out_dir: Path, *overrides, **env) -> Run:
     """./run_and_time.sh started on node1 (SYSTEM=2x1xCPU, the hosts' host file unless given)."""
     full = {k: v for k, v in os.environ.items() if k not in ("HOSTS", "IFACE", "LAUNCHER_FLAGS", "COCO_DIR",
                                                              "DATA_DIR")}
-    full.update(SYSTEM="2x1xCPU", HOSTFILE=str(state / "hostfile"), LOG_DIR=str(out_dir), RUN_NAME="run", **env)
+    full.update(SYSTEM="2x1xCPU", HOSTFILE=str(state / "hostfile"), LOG_DIR=str(out_dir), RUN_NAME="run")
+    full.update(env)
     return Run([str(HOSTS_SH), "exec", str(state), "node1", "./run_and_time.sh", *SAME_RUN, *overrides], env=full)
 
 
@@ -476,28 +503,3 @@ def test_node_without_the_data_is_named_before_run_start(cluster, tmp_path):
         in run.output
     assert "run_start" not in run.output and not (out_dir / "run").exists()
     assert left_by_runs(cluster) == []
-
-
-# ---- teardown on every exit path ----
-
-@pytest.mark.slow
-def test_teardown_leaves_nothing_on_failure_or_signal(namespaces, tmp_path):
-    ssh_before = home_ssh()
-    # up fails half-way (an interface name longer than Linux allows): what it made is removed
-    state = tmp_path / f"{MARK}-state"
-    env = dict(os.environ, MULTINODE_IFACE="x" * 20)
-    proc = subprocess.run([str(HOSTS_SH), "up", str(state)], env=env, stdout=subprocess.PIPE,
-                          stderr=subprocess.STDOUT, text=True, timeout=120)
-    assert proc.returncode != 0 and not state.exists() and leftovers() == [], (proc.stdout, leftovers())
-    # the rehearsal fails after the hosts are up (run_and_time.sh refuses the argument)
-    run = Run([str(REHEARSE), "not-an-override"])
-    assert run.wait(timeout=300) == 2 and "is not a section.key=value override" in run.output, run.output
-    assert leftovers() == [], run.output
-    # the rehearsal is terminated while it runs
-    run = Run([str(REHEARSE), *SAME_RUN])
-    run.wait_for(r"^system 2x1xCPU: ", timeout=300)
-    start = time.monotonic()
-    os.kill(run.proc.pid, signal.SIGTERM)
-    assert run.wait(timeout=120) == 143 and time.monotonic() - start < 30, run.output
-    assert leftovers() == [], run.output
-    assert home_ssh() == ssh_before

@@ -39,7 +39,8 @@ up() {
   mkdir -m 0700 "$state" || die "$state exists: give a new directory"
   state=$(cd "$state" && pwd)
   prefix="ssdmn$$"
-  trap 'down "$state"' EXIT  # until it is up
+  # shellcheck disable=SC2064  # $state is expanded now: the trap runs outside this function
+  trap "down $(printf %q "$state")" EXIT  # until it is up
   mkdir -m 0755 "$state/local" "$state/bin"
   ssh-keygen -q -t ed25519 -N '' -C ssd-multinode-rehearsal -f "$state/id_ed25519"
   cp "$state/id_ed25519.pub" "$state/authorized_keys"
