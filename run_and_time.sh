@@ -105,9 +105,9 @@ on_remote_hosts() {
     status=0
     wait "${pids[i]}" || status=$?
     if [[ "$status" == 255 ]]; then
-      echo "run_and_time.sh: host ${REMOTE_HOSTS[i]} does not answer ssh ($(grep . "${outs[i]}" | tail -1))" >&2
+      echo "run_and_time.sh: host ${REMOTE_HOSTS[i]} does not answer ssh ($(grep . "${outs[i]}" | tr -d '\r' | tail -1))" >&2
     elif [[ "$status" != 0 ]]; then
-      echo "run_and_time.sh: host ${REMOTE_HOSTS[i]}: $(grep . "${outs[i]}" | tail -1)" >&2
+      echo "run_and_time.sh: host ${REMOTE_HOSTS[i]}: $(grep . "${outs[i]}" | tr -d '\r' | tail -1)" >&2
     fi
     [[ "$status" == 0 ]] || failed=1
     rm -f "${outs[i]}"

@@ -299,7 +299,8 @@ def rehearsals(namespaces, tmp_path_factory):
 
 
 def assert_both_nodes_trained(out: str, run_dir: Path, epochs: int) -> None:
-    """Two ranks on two hosts, disjoint shards covering the train set, the same final weights, one log."""
+    """Two ranks on two hosts, disjoint shards covering the train set, one log (the final weights:
+    assert_same_final_weights)."""
     # Both nodes up, the launcher given the host file and the interface.
     assert re.search(r"hosts\.sh: node1 is 10\.213\.0\.1 .*\n.*hosts\.sh: node2 is 10\.213\.0\.2 ", out), out
     # Two ranks on two distinct hosts (host names and network namespaces, neither this process's).
@@ -316,10 +317,6 @@ def assert_both_nodes_trained(out: str, run_dir: Path, epochs: int) -> None:
         assert sorted(shards[0][epoch] + shards[1][epoch]) == list(range(num_shards)), epoch
         for r in (0, 1):
             assert shards[r][epoch] == pipeline.train_shards(num_shards, r, 2, SEED, epoch)
-    # The same final weights on both nodes.
-    weights = {int(m[1]): (m[2], m[3]) for m in WEIGHTS_LINE.finditer(out)}
-    assert sorted(weights) == [0, 1] and {weights[0][0], weights[1][0]} == {"node1", "node2"}, out
-    assert weights[0][1] == weights[1][1], weights
     # One compliance log, by rank 0 alone; RESULT printed.
     events = mllog_events(run_dir)
     assert [e["key"] for e in events].count("run_start") == 1
@@ -327,6 +324,13 @@ def assert_both_nodes_trained(out: str, run_dir: Path, epochs: int) -> None:
     # Torn down: no namespace, process, key or state directory left.
     state = re.search(r"hosts\.sh: host file (\S+)/hostfile", out)[1]
     assert not os.path.exists(state) and leftovers() == []
+
+
+def assert_same_final_weights(out: str) -> None:
+    """Both nodes printed the same checksum of their final model variables."""
+    weights = {int(m[1]): (m[2], m[3]) for m in WEIGHTS_LINE.finditer(out)}
+    assert sorted(weights) == [0, 1] and {weights[0][0], weights[1][0]} == {"node1", "node2"}, out
+    assert weights[0][1] == weights[1][1], weights
 
 
 @pytest.mark.slow
@@ -341,6 +345,14 @@ def test_mpirun_across_two_nodes_reaches_the_target(rehearsals):
     assert "(the compliance check passed)" in out and "SUCCESS" in (run_dir / "compliance_check.txt").read_text()
     assert [e["metadata"]["status"] for e in mllog_events(run_dir) if e["key"] == "run_stop"] == ["success"]
     assert_both_nodes_trained(out, run_dir, epochs=12)
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("launcher", ["mpirun", "horovodrun"])
+def test_both_nodes_end_with_the_same_weights(rehearsals, launcher):
+    """Fails for the mpirun run to the target (README: open defect); passes for horovodrun's 20 steps."""
+    run, _ = rehearsals(launcher)
+    assert_same_final_weights(run.output)
 
 
 @pytest.mark.slow
