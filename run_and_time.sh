@@ -8,7 +8,7 @@
 #   SYSTEM=8xH100 COCO_DIR=/data/coco ./run_and_time.sh    the benchmark on 8 GPUs
 #
 # SYSTEM (default cpu_demo) picks benchmark/configs/config_${SYSTEM}.sh: ranks per node, nodes,
-# per-rank batch, launcher (single | horovodrun | mpirun), data and log directories; any of them can
+# per-rank batch, launcher (single | horovodrun | mpirun | srun), data and log directories; any of them can
 # be set in the environment instead. Arguments of the form section.key=value go to `ssd.train`
 # after the system's own overrides. --dry-run prints every command and runs none.
 #
@@ -58,12 +58,70 @@ done
 NP=$((NNODES * NRANKS_PER_NODE))
 case "$LAUNCHER" in
   single) [[ "$NP" == 1 ]] || die "LAUNCHER=single runs one process, but NNODES x NRANKS_PER_NODE = $NP" ;;
-  horovodrun|mpirun) [[ -n "${HOSTS:-}" ]] || die "set HOSTS, e.g. HOSTS=node1:$NRANKS_PER_NODE,node2:$NRANKS_PER_NODE" ;;
-  *) die "LAUNCHER=$LAUNCHER is not one of single, horovodrun, mpirun" ;;
+  horovodrun|mpirun)
+    [[ -n "${HOSTS:-}${HOSTFILE:-}" ]] \
+      || die "set HOSTS, e.g. HOSTS=node1:$NRANKS_PER_NODE,node2:$NRANKS_PER_NODE, or HOSTFILE" ;;
+  srun) [[ -n "${SLURM_JOB_ID:-}" || "$DRY_RUN" == 1 ]] \
+          || die "LAUNCHER=srun runs inside a Slurm allocation: sbatch benchmark/slurm/run.sub" ;;
+  *) die "LAUNCHER=$LAUNCHER is not one of single, horovodrun, mpirun, srun" ;;
 esac
 VENV="${SSD_VENV:-$ROOT/.venv}"
 PY="$VENV/bin/python"
 export PYTHONPATH="$ROOT${PYTHONPATH:+:$PYTHONPATH}"
+
+# The nodes: HOSTFILE (lines "<host> slots=<n>", the format mpirun and horovodrun both read) or
+# else HOSTS ("<host>:<n>,..."): NNODES hosts with NRANKS_PER_NODE slots each, the first being this
+# node (rank 0, which writes the run directory, runs here).
+REMOTE_HOSTS=()
+if [[ "$LAUNCHER" == horovodrun || "$LAUNCHER" == mpirun ]]; then
+  if [[ -n "${HOSTFILE:-}" ]]; then
+    [[ -f "$HOSTFILE" ]] || die "HOSTFILE=$HOSTFILE does not exist"
+    HOSTFILE=$(cd "$(dirname "$HOSTFILE")" && pwd)/$(basename "$HOSTFILE")
+    HOST_ARGS=(--hostfile "$HOSTFILE")
+    host_slots=$(awk '!/^[[:space:]]*(#|$)/ { n = ""; for (i = 2; i <= NF; i++) if ($i ~ /^slots=/) n = substr($i, 7); print $1, n }' "$HOSTFILE")
+  else
+    HOST_ARGS=(-H "$HOSTS")
+    host_slots=$(tr ',' '\n' <<< "$HOSTS" | awk -F: '{ print $1, $2 }')
+  fi
+  [[ $(wc -l <<< "$host_slots") == "$NNODES" ]] \
+    || die "${HOSTFILE:-HOSTS=$HOSTS} names $(wc -l <<< "$host_slots") host(s), NNODES is $NNODES"
+  local_names=" localhost 127.0.0.1 ::1 $(hostname) $(hostname -s) $(hostname -I 2>/dev/null || true) "
+  while read -r host slots; do
+    [[ "$slots" == "$NRANKS_PER_NODE" ]] \
+      || die "host $host has ${slots:-no} slots in ${HOSTFILE:-HOSTS}, NRANKS_PER_NODE is $NRANKS_PER_NODE"
+    [[ "$local_names" == *" $host "* ]] || REMOTE_HOSTS+=("$host")
+  done <<< "$host_slots"
+fi
+
+# Runs the shell command $1 on every other node, in parallel, by ssh with a short timeout; prints one
+# line for each node where it fails (does not answer, or the command fails: its last output line).
+on_remote_hosts() {
+  local i status failed=0 pids=() outs=()
+  for i in "${!REMOTE_HOSTS[@]}"; do
+    outs+=("$(mktemp)")
+    ssh -o BatchMode=yes -o ConnectTimeout="${SSH_TIMEOUT:-10}" "${REMOTE_HOSTS[i]}" "$1" > "${outs[i]}" 2>&1 &
+    pids+=($!)
+  done
+  for i in "${!pids[@]}"; do
+    status=0
+    wait "${pids[i]}" || status=$?
+    if [[ "$status" == 255 ]]; then
+      echo "run_and_time.sh: host ${REMOTE_HOSTS[i]} does not answer ssh ($(grep . "${outs[i]}" | tr -d '\r' | tail -1))" >&2
+    elif [[ "$status" != 0 ]]; then
+      echo "run_and_time.sh: host ${REMOTE_HOSTS[i]}: $(grep . "${outs[i]}" | tr -d '\r' | tail -1)" >&2
+    fi
+    [[ "$status" == 0 ]] || failed=1
+    rm -f "${outs[i]}"
+  done
+  return "$failed"
+}
+# Every other node answers ssh and has this checkout and its environment at the same paths.
+if [[ ${#REMOTE_HOSTS[@]} -gt 0 && "$DRY_RUN" == 0 ]]; then
+  command -v ssh > /dev/null || die "ssh is missing: run ./setup_env.sh as root, or install openssh-client"
+  on_remote_hosts "$(printf 'test -d %q -a -x %q || { echo %q; exit 3; }' "$ROOT" "$PY" \
+                    "$ROOT or $PY is missing (the checkout and its environment must be at the same paths on every node)")" \
+    || exit 2
+fi
 
 echo "system $SYSTEM: $NNODES node(s) x $NRANKS_PER_NODE rank(s), $BATCH_SIZE images per rank," \
   "global batch $((NP * BATCH_SIZE)), launcher $LAUNCHER, preset $CONFIG"
@@ -160,15 +218,39 @@ if [[ -n "${EVAL_BATCH_SIZE:-}" ]]; then TRAIN+=("eval.batch_size=$EVAL_BATCH_SI
 if [[ -n "${PRECISION:-}" ]]; then TRAIN+=("train.precision=$PRECISION"); fi
 if [[ -n "${BACKBONE_WEIGHTS:-}" ]]; then TRAIN+=("train.backbone_weights=$BACKBONE_WEIGHTS"); fi
 TRAIN+=("$@" "run.cache_cleared=$CACHE_CLEARED")  # last: what the launcher did, not a setting
+# Every other node has the data at DATA_DIR (shared, or a copy at the same path on each node).
+if [[ "$DRY_RUN" == 0 ]]; then
+  data=$(cd "$DATA_DIR" && pwd)
+  # shellcheck disable=SC2016  # $f expands on the node
+  check_data=$(printf 'for f in %q %q; do test -f "$f" || { echo "$f is missing (DATA_DIR must hold the TFRecords on every node)"; exit 3; }; done' \
+               "$data/train/manifest.json" "$data/val/manifest.json")
+  if [[ ${#REMOTE_HOSTS[@]} -gt 0 ]]; then on_remote_hosts "$check_data" || exit 2; fi
+  if [[ "$LAUNCHER" == srun ]]; then
+    srun --nodes="$NNODES" --ntasks-per-node=1 --kill-on-bad-exit=0 sh -c "$check_data" || exit 2
+  fi
+fi
+# The interface the nodes reach each other on (IFACE, e.g. eth0 or ib0; empty: the launchers
+# choose): OpenMPI's TCP transports, Horovod's Gloo and NCCL's sockets use it.
+if [[ -n "${IFACE:-}" ]]; then
+  export HOROVOD_GLOO_IFACE="$IFACE" NCCL_SOCKET_IFNAME="$IFACE" OMPI_MCA_btl_tcp_if_include="$IFACE"
+fi
 # shellcheck disable=SC2206
 FLAGS=(${LAUNCHER_FLAGS:-})
 case "$LAUNCHER" in
   single) LAUNCH=("${TRAIN[@]}") ;;
-  horovodrun) LAUNCH=("$VENV/bin/horovodrun" "${FLAGS[@]}" -np "$NP" -H "$HOSTS" "${TRAIN[@]}") ;;
-  mpirun)
+  horovodrun)  # passes this whole environment to every rank
+    if [[ -n "${IFACE:-}" ]]; then FLAGS+=(--network-interfaces "$IFACE"); fi
+    LAUNCH=("$VENV/bin/horovodrun" "${FLAGS[@]}" -np "$NP" "${HOST_ARGS[@]}" "${TRAIN[@]}") ;;
+  mpirun)  # passes only the variables named by -x: the paths, Horovod's, NCCL's, OpenMP's and TensorFlow's
     if [[ "$(id -u)" == 0 ]]; then FLAGS+=(--allow-run-as-root); fi
-    LAUNCH=(mpirun "${FLAGS[@]}" -np "$NP" -H "$HOSTS" --bind-to none --map-by slot
-            -x PATH -x LD_LIBRARY_PATH -x PYTHONPATH "${TRAIN[@]}") ;;
+    if [[ -n "${IFACE:-}" ]]; then FLAGS+=(--mca btl_tcp_if_include "$IFACE" --mca oob_tcp_if_include "$IFACE"); fi
+    for name in PATH LD_LIBRARY_PATH PYTHONPATH $(compgen -e | grep -E '^(HOROVOD|NCCL|OMP|TF_(CPP|NUM|ENABLE|FORCE|GPU|XLA))_' | sort); do
+      if [[ -n "${!name+set}" ]]; then FLAGS+=(-x "$name"); fi
+    done
+    LAUNCH=(mpirun "${FLAGS[@]}" -np "$NP" "${HOST_ARGS[@]}" --bind-to none --map-by slot "${TRAIN[@]}") ;;
+  srun)  # Slurm starts the ranks on the allocation's nodes (no ssh), PMIx connects them; passes this environment
+    LAUNCH=(srun --mpi=pmix --nodes="$NNODES" --ntasks-per-node="$NRANKS_PER_NODE" --kill-on-bad-exit=1
+            "${FLAGS[@]}" "${TRAIN[@]}") ;;
 esac
 if [[ "$DRY_RUN" == 1 ]]; then
   run "${LAUNCH[@]}"

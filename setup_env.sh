@@ -46,11 +46,16 @@ mkdir -p "$(dirname "$VENV")" "$CACHE"
 exec 9>"$VENV.lock"
 flock 9
 
-# OpenMPI from the system packages when we can install it; Horovod then builds with MPI too.
-if ! command -v mpirun >/dev/null && [[ "$(id -u)" == 0 ]] && command -v apt-get >/dev/null; then
-  log "installing OpenMPI (openmpi-bin, libopenmpi-dev)"
+# System packages, when we can install them: OpenMPI (Horovod then builds with MPI too), and the ssh
+# client and server with which mpirun and horovodrun start ranks on other nodes (the multi-node
+# rehearsal, tests/multinode/hosts.sh, runs its own sshd per simulated node).
+packages=()
+if ! command -v mpirun >/dev/null; then packages+=(openmpi-bin libopenmpi-dev); fi
+if ! command -v ssh >/dev/null || [[ ! -x /usr/sbin/sshd ]]; then packages+=(openssh-client openssh-server); fi
+if [[ ${#packages[@]} -gt 0 && "$(id -u)" == 0 ]] && command -v apt-get >/dev/null; then
+  log "installing ${packages[*]}"
   apt-get update -qq >/dev/null
-  DEBIAN_FRONTEND=noninteractive apt-get install -y -qq openmpi-bin libopenmpi-dev >/dev/null
+  DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${packages[@]}" >/dev/null
 fi
 WITH_MPI=0
 if command -v mpicxx >/dev/null && command -v mpirun >/dev/null; then WITH_MPI=1; fi

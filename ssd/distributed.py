@@ -16,8 +16,12 @@ shuts Horovod down on the ranks still waiting. Values set in the environment win
 """
 
 import dataclasses
+import hashlib
 import os
+import signal
+import socket
 import sys
+import threading
 
 import numpy as np
 
@@ -119,3 +123,47 @@ def gradient_tape(tape, fp16_compression: bool = False):
     """Wraps a tf.GradientTape so that `gradient()` returns gradients averaged over the ranks."""
     compression = hvd.Compression.fp16 if fp16_compression else hvd.Compression.none
     return hvd.DistributedGradientTape(tape, compression=compression)
+
+
+def on_termination(callback) -> None:
+    """On SIGTERM, runs callback() in a thread of its own, then exits with status 143.
+
+    Launchers end every rank with SIGTERM (then SIGKILL) when one rank dies. The main thread may
+    then be waiting inside a collective that never returns (Horovod's MPI operations wait forever
+    for a dead peer), where no Python signal handler can run; Python's C-level handler still writes
+    the signal number to the wakeup fd, which wakes the thread that calls callback().
+    """
+    read_fd, write_fd = os.pipe()
+    os.set_blocking(write_fd, False)
+    signal.set_wakeup_fd(write_fd, warn_on_full_buffer=False)
+    signal.signal(signal.SIGTERM, lambda signum, frame: None)  # the wakeup fd's thread acts
+
+    def watch():
+        while os.read(read_fd, 1) != bytes([signal.SIGTERM]):  # other signals' numbers come too
+            pass
+        try:
+            callback()
+        finally:
+            os._exit(128 + signal.SIGTERM)
+
+    threading.Thread(target=watch, name="on_termination", daemon=True).start()
+
+
+def describe(world: World) -> str:
+    """'rank R/N (local r/n) on host H, netns net:[inode], pid P': where this process runs, for the
+    log line each rank prints at start (the network namespace tells simulated hosts apart)."""
+    try:
+        netns = os.readlink("/proc/self/ns/net")
+    except OSError:
+        netns = "unknown"
+    return (f"rank {world.rank}/{world.size} (local {world.local_rank}/{world.local_size}) on host "
+            f"{socket.gethostname()}, netns {netns}, pid {os.getpid()}")
+
+
+def checksum(variables) -> str:
+    """The first 16 hex digits of the SHA-256 of the variables' values (bytes, in order): the same
+    on ranks that hold the same weights, and (but for a 2**-64 chance) different otherwise."""
+    digest = hashlib.sha256()
+    for v in variables:
+        digest.update(v.numpy().tobytes())
+    return digest.hexdigest()[:16]

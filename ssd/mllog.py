@@ -31,6 +31,7 @@ import logging
 import os
 import re
 import sys
+import threading
 import time
 from collections.abc import Iterator
 
@@ -96,6 +97,8 @@ class MLLogger:
         self.path = path
         self.enabled = rank == 0
         self._logger = None
+        self._run_open = False  # run_start logged, run_stop not yet
+        self._run_lock = threading.Lock()
         if not self.enabled:
             return
         os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
@@ -200,6 +203,7 @@ class MLLogger:
         """
         run = Run(_now_ms())
         self._log(constants.INTERVAL_START, constants.RUN_START, time_ms=run.start_ms)
+        self._run_open = True
         status = constants.ABORTED
         try:
             yield run
@@ -207,8 +211,19 @@ class MLLogger:
                 status = constants.SUCCESS
         finally:
             run.stop_ms = _now_ms()
-            self._log(constants.INTERVAL_END, constants.RUN_STOP, metadata={constants.STATUS: status},
-                      time_ms=run.stop_ms)
+            self._stop_run(status, run.stop_ms)
+
+    def abort_run(self) -> None:
+        """`run_stop` {status: aborted} now, if the run has started and not stopped; safe from any
+        thread (ssd.distributed.on_termination calls it while the main thread may be blocked)."""
+        self._stop_run(constants.ABORTED, _now_ms())
+
+    def _stop_run(self, status: str, time_ms: int) -> None:
+        with self._run_lock:
+            if self._run_open:
+                self._run_open = False
+                self._log(constants.INTERVAL_END, constants.RUN_STOP, metadata={constants.STATUS: status},
+                          time_ms=time_ms)
 
     def epoch(self, n: int):
         """`epoch_start` / `epoch_stop` {epoch_num: n}; n counts from 1."""

@@ -271,10 +271,15 @@ def setup(cfg: config.Config, resume: bool = False) -> TrainState:
         raise SystemExit(f"{ckpt_dir} already holds checkpoints: pass --resume to continue that run, "
                          "or set run.run_dir to a new directory")
     mll = MLLogger(os.path.join(cfg.run.run_dir, "mlperf_log.txt"), world.rank, stdout=cfg.run.echo_mllog)
+    distributed.on_termination(mll.abort_run)  # a rank ended by its launcher still logs run_stop
     mll.cache_clear(cfg.run.cache_cleared)
     with mll.block("init"):
         state = _build(cfg, world, mll)
         restored = _load_weights(state, resume)
+        num_shards = len(pipeline.read_manifest(os.path.join(cfg.data.data_dir, "train"))["shards"])
+        shards = {e: pipeline.train_shards(num_shards, world.rank, world.size, state.seed, e)
+                  for e in range(1, cfg.train.epochs + 1)}
+        print(f"{distributed.describe(world)}: train shards (of {num_shards}) by epoch {shards}", flush=True)
         if state.eval_epochs:
             _start_evaluation(state)
         _trace(state)
@@ -601,6 +606,8 @@ def _finish(state: TrainState, timed, failure: Exception | None) -> None:
     state.ckpts.wait()
     report.finish("success" if timed.succeeded else "aborted")
     state.mll.close()
+    print(f"{distributed.describe(state.world)}: final weights {distributed.checksum(state.model.variables)}",
+          flush=True)
     # Every rank has finished (rank 0 writes the most) before the launcher sees the first exit:
     # horovodrun and mpirun end the other ranks as soon as one exits with a non-zero status.
     distributed.barrier()

@@ -16,7 +16,8 @@ from conftest import child_env
 from ssd.config import load_config
 from test_train import tiny_data  # noqa: F401  (the session's generated dataset)
 
-CONFIGS = ["cpu_demo", "cpu_coco128", "1xH100", "8xH100", "2x8xH100"]
+CONFIGS = ["cpu_demo", "cpu_coco128", "1xH100", "8xH100", "2x8xH100", "2x1xCPU"]
+MULTI_NODE_HOSTS = {"2x8xH100": "node1:8,node2:8", "2x1xCPU": "node1:1,node2:1"}
 TRAIN_IMAGES = 117266  # COCO train2017 images with annotations
 
 
@@ -29,12 +30,13 @@ def dry_run(repo_root, tmp_path, system, *overrides, **env):
                  "weights/resnet34-333f7ec4.pth"):
         (coco / name).touch()
     full_env = {k: v for k, v in os.environ.items()
-                if k not in ("COCO_DIR", "DATA_DIR", "HOSTS", "BATCH_SIZE", "REHEARSAL_DIR")}
+                if k not in ("COCO_DIR", "DATA_DIR", "HOSTS", "HOSTFILE", "IFACE", "LAUNCHER", "BATCH_SIZE",
+                             "REHEARSAL_DIR")}
     full_env.update(SYSTEM=system, LOG_DIR=str(tmp_path / "runs"), DEMO_DIR=str(tmp_path / "demo"),
-                    HOSTS="node1:8,node2:8" if system == "2x8xH100" else "", **env)
+                    HOSTS=MULTI_NODE_HOSTS.get(system, ""), **env)
     if system == "cpu_coco128":
         full_env.update(REHEARSAL_DIR=str(coco), DATA_DIR=str(tmp_path / "records"))
-    elif system != "cpu_demo":
+    elif system not in ("cpu_demo", "2x1xCPU"):
         full_env["COCO_DIR"] = str(coco)
     if not full_env["HOSTS"]:
         del full_env["HOSTS"]

@@ -156,6 +156,14 @@ def _options(deterministic: bool) -> tf.data.Options:
     return options
 
 
+def train_shards(num_shards: int, rank: int, num_ranks: int, seed: int, epoch: int) -> list[int]:
+    """Indices (into the train manifest's `shards`) of the files `rank` reads in `epoch` (1-based):
+    files rank, rank + R, ... of a permutation of all files by (seed, epoch), so the ranks' lists
+    of one epoch are disjoint and together hold every file."""
+    order = np.random.default_rng([seed, epoch]).permutation(num_shards)
+    return [int(i) for i in order[rank::num_ranks]]
+
+
 def train_records(cfg, rank: int, num_ranks: int, seed: int, epoch: int,
                   record_ids: bool = False) -> tuple[tf.data.Dataset, int]:
     """This rank's records of one epoch, shuffled: ((index int64, serialized record) dataset, steps).
@@ -172,8 +180,7 @@ def train_records(cfg, rank: int, num_ranks: int, seed: int, epoch: int,
     paths = manifest["paths"]
     if len(paths) < num_ranks:
         raise ValueError(f"{len(paths)} shard files for {num_ranks} ranks: convert with `prepare --shards` >= ranks")
-    order = np.random.default_rng([seed, epoch]).permutation(len(paths))
-    mine = order[rank::num_ranks]
+    mine = np.array(train_shards(len(paths), rank, num_ranks, seed, epoch), np.int64)
     shuffle_seed, _ = _epoch_seeds(seed, epoch, rank)
     if record_ids:
         counts = np.array([s["num_records"] for s in manifest["shards"]], np.int64)
