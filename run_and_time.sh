@@ -240,7 +240,7 @@ case "$LAUNCHER" in
   single) LAUNCH=("${TRAIN[@]}") ;;
   horovodrun)  # passes this whole environment to every rank
     if [[ -n "${IFACE:-}" ]]; then FLAGS+=(--network-interfaces "$IFACE"); fi
-    LAUNCH=("$VENV/bin/horovodrun" "${FLAGS[@]}" -np "$NP" "${HOST_ARGS[@]}" "${TRAIN[@]}") ;;
+    LAUNCH=("$PY" -m ssd.horovodrun "${FLAGS[@]}" -np "$NP" "${HOST_ARGS[@]}" "${TRAIN[@]}") ;;
   mpirun)  # passes only the variables named by -x: the paths, Horovod's, NCCL's, OpenMP's and TensorFlow's
     if [[ "$(id -u)" == 0 ]]; then FLAGS+=(--allow-run-as-root); fi
     if [[ -n "${IFACE:-}" ]]; then FLAGS+=(--mca btl_tcp_if_include "$IFACE" --mca oob_tcp_if_include "$IFACE"); fi

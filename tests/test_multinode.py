@@ -361,7 +361,7 @@ def test_horovodrun_across_two_nodes_trains(rehearsals):
     run, run_dir = rehearsals("horovodrun")
     out = run.output
     (launch_line,) = [ln for ln in out.splitlines() if ln.startswith("+ ") and "ssd.train" in ln]
-    assert launch_line.startswith("+ /") and "/horovodrun --gloo " in launch_line and "--hostfile " in launch_line
+    assert launch_line.startswith("+ /") and "-m ssd.horovodrun --gloo " in launch_line and "--hostfile " in launch_line
     assert "--network-interfaces mnet0" in launch_line
     assert f"stopped at train.max_steps={CURVE_STEPS} (step {CURVE_STEPS}, epoch 1)" in out, run.tail()
     # Training ended as asked (status 0); the run stopped before the target, so run_stop is aborted
