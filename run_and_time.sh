@@ -36,7 +36,9 @@ done
 SYSTEM=${SYSTEM:-cpu_demo}
 SYSTEM_CONFIG="benchmark/configs/config_${SYSTEM}.sh"
 if [[ ! -f "$SYSTEM_CONFIG" ]]; then
-  echo "run_and_time.sh: no $SYSTEM_CONFIG (systems: $(ls benchmark/configs | sed -n 's/^config_\(.*\)\.sh$/\1/p' | xargs))" >&2
+  systems=(benchmark/configs/config_*.sh)
+  systems=("${systems[@]#benchmark/configs/config_}")
+  echo "run_and_time.sh: no $SYSTEM_CONFIG (systems: ${systems[*]%.sh})" >&2
   exit 2
 fi
 # shellcheck source=benchmark/configs/config_cpu_demo.sh

@@ -124,7 +124,7 @@ def test_launch_commands_name_the_hosts_interface_and_environment(tmp_path, laun
     assert proc.returncode == 0, proc.stdout
     (line,) = [ln for ln in proc.stdout.splitlines() if "ssd.train" in ln]
     if launcher == "mpirun":
-        assert f"mpirun --allow-run-as-root --mca btl_tcp_if_include mnet0 --mca oob_tcp_if_include mnet0" in line
+        assert "mpirun --allow-run-as-root --mca btl_tcp_if_include mnet0 --mca oob_tcp_if_include mnet0" in line
         for name in ("PATH", "PYTHONPATH", "HOROVOD_GLOO_IFACE", "NCCL_SOCKET_IFNAME", "OMP_NUM_THREADS",
                      "TF_NUM_INTRAOP_THREADS", "TF_NUM_INTEROP_THREADS"):
             assert f" -x {name} " in line

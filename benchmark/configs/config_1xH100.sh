@@ -1,3 +1,4 @@
+# shellcheck shell=bash
 # ssd-large (closed, `--config ssd_large`) on one H100 80 GB. System settings only; the
 # hyperparameters are the preset's. Every value can be set in the environment instead.
 #

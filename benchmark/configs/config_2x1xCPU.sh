@@ -1,3 +1,4 @@
+# shellcheck shell=bash
 # The demo (`--config demo`) on 2 nodes x 1 CPU rank, launched from the first node with mpirun
 # (LAUNCHER=horovodrun: horovodrun with Gloo) over ssh: the multi-node rehearsal on one machine,
 # whose two nodes are network namespaces (tests/multinode/rehearse.sh). The checkout, its .venv and

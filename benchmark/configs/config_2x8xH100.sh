@@ -1,3 +1,4 @@
+# shellcheck shell=bash
 # ssd-large (closed, `--config ssd_large`) on 2 nodes with 8 H100 80 GB each, launched with
 # mpirun (or LAUNCHER=horovodrun) from the first node. The repository, its .venv and the data must
 # be at the same paths on both nodes, and passwordless ssh must reach both. System settings only;

@@ -1,3 +1,4 @@
+# shellcheck shell=bash
 # The coco128 rehearsal: `--config coco128` (the 80 COCO classes at 300 px, every conv at 1/8
 # width, from scratch, no augmentation, data.cache) trained on the 126 annotated images of coco128
 # and evaluated on all 128 of them, 2 Horovod ranks on the CPU of one machine (open division).

@@ -1,3 +1,4 @@
+# shellcheck shell=bash
 # The built-in default run: `--config demo` (300 px, width x0.125, 4 classes) on generated shapes,
 # 2 Horovod ranks on the CPU of one machine; with COCO_DIR set, `--config ssd_large` on COCO instead.
 # System settings only; the hyperparameters are the preset's (ssd/config.py). Every value can be
