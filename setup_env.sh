@@ -3,7 +3,8 @@
 #
 #   ./setup_env.sh [--test] [--gpu]
 #
-#   --test  also install requirements-test.txt (pytest, CPU PyTorch for the reference comparisons)
+#   --test  also install requirements-test.txt (pytest, CPU PyTorch for the reference comparisons,
+#           the linters ruff, shellcheck and hadolint)
 #   --gpu   tensorflow[and-cuda] (the same version, with the CUDA libraries), Horovod built with NCCL
 #
 # Idempotent: a second call whose inputs (requirements files, this script, the flags) are unchanged
