@@ -1,9 +1,10 @@
-"""SSD-ResNet34: the trunk, five extra layers and six 3x3 heads (design.md, mlcommons `ssd_r34.py`),
-sized by the layer table of ssd.architecture.
+"""SSD-ResNet34: the trunk, five extra layers and six 3x3 heads (design.md, mlcommons `ssd_r34.py`).
 
 Extra layers (1x1 conv + ReLU + 3x3 conv + ReLU, with bias, no BN), named as the reference's
-`additional_blocks.i.{0,2}`. Heads `loc.i` / `conf.i` on [conv4_x, conv7..conv11], 4 x nd and C x nd
-channels.
+`additional_blocks.i.{0,2}`: conv7 256->256->512 (stride strides[2], pad 1), conv8 512->256->512
+(strides[3], pad 1), conv9 512->128->256 (strides[4], pad 1), conv10 256->128->256 (strides[5],
+pad 0), conv11 256->128->256 (stride 1, pad 0). Heads `loc.i` / `conf.i`: 3x3, pad 1, stride
+strides[0] / strides[1], on [conv4_x, conv7..conv11], 4 x nd and C x nd channels.
 
 Each head output, read in NCHW as [N, k * nd, H, W] (channel = value * nd + box), becomes
 [N, nd * H * W, k] with box index = box * H * W + y * W + x, and the six maps are concatenated:
