@@ -126,7 +126,6 @@ def time_background(gt_path: str, outputs: dict) -> dict:
 
 def time_graph_postprocess(num_images: int, batch: int = 8) -> float:
     """Seconds per image of ssd.postprocess in a tf.function at the ssd_large shapes (after a warm-up)."""
-    import ssd  # noqa: F401  (selects Keras 2 before TensorFlow is imported)
     import tensorflow as tf
 
     from ssd.anchors import default_boxes

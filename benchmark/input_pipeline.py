@@ -29,7 +29,7 @@ import sys
 import tempfile
 import time
 
-import ssd  # noqa: F401
+import ssd  # noqa: F401  (selects Keras 2 before TensorFlow is imported)
 import tensorflow as tf
 
 from benchmark import RESULTS, ROOT, save_result
