@@ -84,7 +84,8 @@ def main(argv: list[str] | None = None) -> None:
     cfg = config.config_from_args(args)
     boxes = default_boxes(cfg.model)
     np.save(args.out, boxes)
-    print(f"{args.out}: {boxes.shape[0]} default boxes, maps {feature_map_sizes(cfg.model.image_size, cfg.model.strides)}")
+    maps = feature_map_sizes(cfg.model.image_size, cfg.model.strides)
+    print(f"{args.out}: {boxes.shape[0]} default boxes, maps {maps}")
 
 
 if __name__ == "__main__":
