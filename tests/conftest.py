@@ -59,10 +59,11 @@ def child_env(threads: int = 1) -> dict:
 
 
 def launch(argv: list[str], np: int = 2, launcher: str = "gloo", timeout: float = 600, cwd=None,
-           check: bool = True) -> subprocess.CompletedProcess:
+           check: bool = True, env: dict | None = None) -> subprocess.CompletedProcess:
     """Runs `python argv...` as `np` real Horovod processes on this machine.
 
     launcher: "gloo" (horovodrun --gloo), "mpi" (mpirun) or "single" (one plain process, np ignored).
+    env: variables added to child_env().
     Returns the completed process (stdout and stderr merged into .stdout); with check=True a
     non-zero exit fails the test showing the output.
     """
@@ -79,7 +80,7 @@ def launch(argv: list[str], np: int = 2, launcher: str = "gloo", timeout: float 
                "-x", "TF_NUM_INTEROP_THREADS", *python]
     else:
         raise ValueError(f"unknown launcher {launcher!r}")
-    proc = subprocess.run(cmd, cwd=cwd or ROOT, env=child_env(), stdout=subprocess.PIPE,
+    proc = subprocess.run(cmd, cwd=cwd or ROOT, env={**child_env(), **(env or {})}, stdout=subprocess.PIPE,
                           stderr=subprocess.STDOUT, text=True, timeout=timeout)
     if check and proc.returncode != 0:
         pytest.fail(f"{' '.join(cmd)} exited {proc.returncode}:\n{proc.stdout[-6000:]}")
