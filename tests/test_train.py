@@ -264,7 +264,8 @@ def check_timing(run_dir):
 
 
 def checkpoint_steps(run_dir):
-    return sorted(int(p.rsplit("-", 1)[1].split(".")[0]) for p in glob.glob(str(run_dir / "checkpoints" / "ckpt-*.index")))
+    indexes = glob.glob(str(run_dir / "checkpoints" / "ckpt-*.index"))
+    return sorted(int(p.rsplit("-", 1)[1].split(".")[0]) for p in indexes)
 
 
 @pytest.mark.parametrize("scoring", ["async", "sync"])
@@ -363,7 +364,8 @@ def test_killed_scorer_ends_every_rank(tiny_data, tmp_path):
     assert proc.returncode != 0 and seconds < 60, (seconds, output[-3000:])
     for rank in (0, 1):
         assert re.search(rf"Process {rank} exit with status code [1-9]", output), output[-3000:]
-    message = f"scorer: the scoring process (pid {pid}) was killed by SIGKILL while scoring the evaluation after epoch 1"
+    message = (f"scorer: the scoring process (pid {pid}) was killed by SIGKILL while scoring the evaluation "
+               "after epoch 1")
     assert f"rank 0: {message}" in output
     assert "rank 1: the background scorer on rank 0 failed (its message is in rank 0's output)" in output
     assert f"aborted: {message}" in (run_dir / "train_log.txt").read_text()
