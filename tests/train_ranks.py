@@ -16,6 +16,7 @@ gradient; ssd.optimizer) and the losses.
 """
 
 import argparse
+import dataclasses
 
 import numpy as np
 
@@ -60,10 +61,12 @@ def main() -> None:
             if isinstance(layer, tf_keras.layers.BatchNormalization):
                 layer.trainable = False
     global_batch = args.batch * world.size
-    optimizer = make_optimizer(cfg.train, schedule.from_config(cfg.train, global_batch, steps_per_epoch=100))
-    if args.loss_scale:
-        optimizer = tf_keras.mixed_precision.LossScaleOptimizer(optimizer.inner_optimizer,
-                                                                initial_scale=args.loss_scale)
+    lr_schedule = schedule.from_config(cfg.train, global_batch, steps_per_epoch=100)
+    if args.loss_scale:  # make_optimizer's SGD, wrapped as make_optimizer wraps it but for the first scale
+        sgd = make_optimizer(dataclasses.replace(cfg.train, precision="float32"), lr_schedule)
+        optimizer = tf_keras.mixed_precision.LossScaleOptimizer(sgd, initial_scale=args.loss_scale)
+    else:
+        optimizer = make_optimizer(cfg.train, lr_schedule)
     optimizer.build(model.trainable_variables)
     distributed.broadcast(model.variables + list(optimizer.variables))
     initial = [v.numpy() for v in model.trainable_variables]
