@@ -3,7 +3,8 @@
 import json
 import os
 
-RESULTS = os.path.join(os.path.dirname(__file__), "results")
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))  # the repository
+RESULTS = os.path.join(ROOT, "benchmark", "results")  # where each benchmark's --out defaults to
 
 
 def save_result(path: str, result: dict) -> None:

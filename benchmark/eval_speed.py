@@ -1,7 +1,7 @@
 """Time the evaluation step after inference: COCO scoring in process (both backends) and in the
 background scorer that training uses.
 
-    python -m benchmark.eval_speed [--images 5000] [--per-image 100] [--seed 0]
+    python -m benchmark.eval_speed [--images 5000] [--per-image 100] [--seed 0] [--out FILE]
 
 Generates a COCO-like ground truth (`--images` images of 640x480-ish, 1-15 objects each over 80
 category ids, 1% crowd) and post-processed network outputs in the layout `ssd.postprocess` returns
@@ -17,8 +17,8 @@ and random boxes). Then:
   there until the Score can be polled (`wait`).
 
 The 12 stats of all three must be equal, exactly (the script exits 1 otherwise). Prints the figures
-and writes benchmark/results/eval_speed.json (`seconds_pycocotools`, `seconds_faster_coco_eval`,
-`seconds_critical_path_async`, `seconds_background_scoring`, `stats_identical`, ...).
+and writes --out (default benchmark/results/eval_speed.json: `seconds_pycocotools`, `seconds_faster_coco_eval`,
+`seconds_critical_path_async`, `seconds_background_scoring`, `stats_identical`, ...)).
 
 For information it also times writing the detections JSON (`write_records`, what `evaluate` adds
 when given `out_json`, as the trainer does) and the in-graph post-processing (ssd.postprocess at the ssd_large
@@ -38,7 +38,7 @@ import time
 
 import numpy as np
 
-from benchmark import save_result
+from benchmark import RESULTS, save_result
 from ssd import coco_eval
 from ssd.scorer import Scorer
 
@@ -126,7 +126,6 @@ def time_background(gt_path: str, outputs: dict) -> dict:
 
 def time_graph_postprocess(num_images: int, batch: int = 8) -> float:
     """Seconds per image of ssd.postprocess in a tf.function at the ssd_large shapes (after a warm-up)."""
-    import ssd  # noqa: F401  (selects Keras 2 before TensorFlow is imported)
     import tensorflow as tf
 
     from ssd.anchors import default_boxes
@@ -152,7 +151,7 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--per-image", type=int, default=100, help="about this many detections per image")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--graph-images", type=int, default=32, help="images for the in-graph timing (0: skip)")
-    parser.add_argument("--out", default=os.path.join(os.path.dirname(__file__), "results", "eval_speed.json"))
+    parser.add_argument("--out", default=os.path.join(RESULTS, "eval_speed.json"), help="JSON file")
     args = parser.parse_args(argv)
 
     rng = np.random.default_rng(args.seed)

@@ -1,10 +1,12 @@
 """Training input pipeline throughput per CPU core, against decode + crop + resize alone.
 
-    python -m benchmark.input_pipeline [--images 1000] [--cores 1] [--batch 8] [--data-dir DIR]
+    python -m benchmark.input_pipeline [--images 1000] [--cores 1] [--out FILE] [--config ssd_large]
+        [train.batch_size=8] [data.data_dir=DIR] [key=value ...]
 
 Converts coco128 (../shared/data/coco128, real COCO JPEGs) to TFRecords in a temporary directory
-(or reads DIR/train from `python -m ssd.data.prepare`), then times, at the ssd_large config
-(1200x1200, 15130 default boxes), on `--cores` threads (tf.data private thread pool, one op thread):
+(or, given data.data_dir=DIR, reads DIR/train from `python -m ssd.data.prepare`), then times, at the
+config (default ssd_large: 1200x1200, 15130 default boxes; batch 8 unless overridden), on `--cores`
+threads (tf.data private thread pool, one op thread):
 
 - pipeline: `ssd.data.pipeline.train_dataset` as training runs it: decode of the reference's crop
   window, box crop, flip, resize, colour jitter, normalisation, target encoding, batching;
@@ -13,7 +15,7 @@ Converts coco128 (../shared/data/coco128, real COCO JPEGs) to TFRecords in a tem
 Each is run for `--images` images (epochs 0, 1, ... of the same seed) after one warm-up batch.
 "Per core" is images per CPU-second of this process (all its threads, time.process_time): on a
 machine shared with other work it stays meaningful where wall-clock rates do not; the wall-clock
-rates are recorded too. Prints both and writes benchmark/results/input_pipeline.json with
+rates are recorded too. Prints both and writes --out (default benchmark/results/input_pipeline.json) with
 `images_per_s_per_core`, `baseline_images_per_s_per_core`, their ratio, the share of the
 baseline's images that were cropped and how often the crop sampler hit its cap on redraws.
 """
@@ -27,15 +29,14 @@ import sys
 import tempfile
 import time
 
-import ssd  # noqa: F401
+import ssd  # noqa: F401  (selects Keras 2 before TensorFlow is imported)
 import tensorflow as tf
 
-from benchmark import save_result
+from benchmark import RESULTS, ROOT, save_result
+from ssd import config
 from ssd.anchors import default_boxes
-from ssd.config import load_config
 from ssd.data import augment, pipeline, prepare, records
 
-ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 COCO128 = os.environ.get("SSD_COCO128", os.path.join(os.path.dirname(ROOT), "shared", "data", "coco128"))
 
 
@@ -90,27 +91,31 @@ def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(prog="python -m benchmark.input_pipeline", description=__doc__.splitlines()[0])
     parser.add_argument("--images", type=int, default=1000)
     parser.add_argument("--cores", type=int, default=1, help="threads the pipeline may use")
-    parser.add_argument("--batch", type=int, default=8)
-    parser.add_argument("--data-dir", default="", help="holds train/ from ssd.data.prepare (default: coco128)")
-    parser.add_argument("--out", default=os.path.join(ROOT, "benchmark", "results", "input_pipeline.json"))
+    parser.add_argument("--out", default=os.path.join(RESULTS, "input_pipeline.json"), help="JSON file")
+    config.add_config_args(parser)
     args = parser.parse_args(argv)
+    own_data = any(o.startswith("data.data_dir=") for o in args.overrides)
+    args.overrides = ["train.batch_size=8", *args.overrides]  # the default batch; the command line's wins
+    cfg = config.config_from_args(args)
+    if own_data and not os.path.isdir(os.path.join(cfg.data.data_dir, "train")):
+        sys.exit(f"input_pipeline: {cfg.data.data_dir}/train: no such directory (python -m ssd.data.prepare writes it)")
+    annotations = os.path.join(COCO128, "annotations", "instances_train2017.json")
+    if not own_data and not os.path.isfile(annotations):
+        sys.exit(f"input_pipeline: coco128 not found at {COCO128} (set SSD_COCO128, or pass data.data_dir=DIR)")
     tf.config.threading.set_intra_op_parallelism_threads(args.cores)
     tf.config.threading.set_inter_op_parallelism_threads(args.cores)
     with tempfile.TemporaryDirectory() as tmp:
-        data_dir = args.data_dir
-        if not data_dir:
-            data_dir = tmp
-            prepare.prepare(os.path.join(COCO128, "train2017"),
-                            os.path.join(COCO128, "annotations", "instances_train2017.json"), "train",
-                            os.path.join(tmp, "train"), num_shards=1, workers=1)
-        cfg = load_config("ssd_large", [f"data.data_dir={data_dir}", f"train.batch_size={args.batch}"])
+        if not own_data:
+            prepare.prepare(os.path.join(COCO128, "train2017"), annotations, "train", os.path.join(tmp, "train"),
+                            num_shards=1, workers=1)
+            cfg.data.data_dir = tmp
         anchors = default_boxes(cfg.model)
-        seed = 0
+        seed, batch = 0, cfg.train.batch_size
         flags = []  # (cropped, capped) of each baseline image: the same crops as the pipeline's
-        base_s, base_cpu, base_n = _time(lambda e: _baseline(cfg, e, seed), args.images, args.batch, args.cores,
+        base_s, base_cpu, base_n = _time(lambda e: _baseline(cfg, e, seed), args.images, batch, args.cores,
                                          lambda element: flags.extend(zip(*(f.numpy() for f in element[1]))))
         full_s, full_cpu, full_n = _time(lambda e: pipeline.train_dataset(cfg, anchors, 0, 1, seed, e), args.images,
-                               args.batch, args.cores)
+                                         batch, args.cores)
     result = {
         "images_per_s_per_core": full_n / full_cpu,
         "baseline_images_per_s_per_core": base_n / base_cpu,
@@ -123,10 +128,10 @@ def main(argv: list[str] | None = None) -> None:
         "per_core_means": "images per CPU-second of the process (time.process_time), all threads",
         "cores": args.cores,
         "images": full_n,
-        "batch": args.batch,
+        "batch": batch,
         "image_size": cfg.model.image_size,
         "num_default_boxes": int(len(anchors)),
-        "data": data_dir if args.data_dir else "coco128 (train, 126 images)",
+        "data": cfg.data.data_dir if own_data else "coco128 (train, 126 images)",
         "command": " ".join(["python -m benchmark.input_pipeline", *(sys.argv[1:] if argv is None else argv)]),
         "machine": f"{platform.processor() or platform.machine()}, {os.cpu_count()} CPUs",
         "tensorflow": tf.__version__,

@@ -1,9 +1,9 @@
 """Model size figures: trainable parameters, default boxes, forward GFLOPs per image.
 
-    python -m benchmark.model_stats [--config NAME] [key=value ...]
+    python -m benchmark.model_stats [--config NAME] [key=value ...] [--out FILE]
 
 prints `trainable_params=<n>`, `default_boxes=<n>` and `forward_gflops=<x>`, one per line, and saves
-them to benchmark/results/model_stats_<config>.json. FLOPs are TensorFlow's profiler count
+them to --out (default benchmark/results/model_stats_<config>.json). FLOPs are TensorFlow's profiler count
 (tf.compat.v1.profiler, float_operation: a multiply-add is 2 FLOPs) of the inference graph for one
 image, with the variables frozen to constants; the reference gives about 433 GFLOPs at 1200.
 """
@@ -49,6 +49,7 @@ def model_stats(cfg: config.Config) -> dict:
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(prog="python -m benchmark.model_stats", description=__doc__.splitlines()[0])
     config.add_config_args(parser)
+    parser.add_argument("--out", help="JSON file (default benchmark/results/model_stats_<config>.json)")
     args = parser.parse_args(argv)
     cfg = config.config_from_args(args)
     stats = model_stats(cfg)
@@ -56,7 +57,7 @@ def main(argv: list[str] | None = None) -> None:
         print(f"{key}={value}")
     record = {"command": "python -m benchmark.model_stats --config " + " ".join([args.config, *args.overrides]),
               "config": config.to_dict(cfg)["model"], **stats}
-    save_result(os.path.join(RESULTS, f"model_stats_{args.config}.json"), record)
+    save_result(args.out or os.path.join(RESULTS, f"model_stats_{args.config}.json"), record)
 
 
 if __name__ == "__main__":

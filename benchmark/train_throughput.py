@@ -1,6 +1,6 @@
 """Training throughput of the real `ssd.train` step on generated in-memory data, and its MFU.
 
-    python -m benchmark.train_throughput [--config ssd_large] [--steps 20] [--warmup 5] [key=value ...]
+    python -m benchmark.train_throughput [--config ssd_large] [--steps 20] [--warmup 5] [--out FILE] [key=value ...]
     horovodrun -np 8 python -m benchmark.train_throughput --config ssd_large train.precision=bfloat16
 
 The resolution, per-rank batch, precision and XLA come from the config (model.image_size,
@@ -10,8 +10,8 @@ generated batch that stays on the device; the first --warmup steps (tracing, XLA
 allocator growth) are not timed. Prints images/s (all ranks, and per rank) and the model FLOP
 utilisation: per-rank images/s x 3 x forward FLOPs per image (benchmark.model_stats; about 433
 GFLOPs at 1200) / the device's peak (a table of GPU peaks for the precision; for a CPU, cores x
-clock x FLOPs per cycle from /proc/cpuinfo; --peak-tflops overrides). Rank 0 writes
-benchmark/results/train_throughput_<device>.json: the latest run's figures at the top level and
+clock x FLOPs per cycle from /proc/cpuinfo; --peak-tflops overrides). Rank 0 writes --out (default
+benchmark/results/train_throughput_<device>.json): the latest run's figures at the top level and
 every setting measured on that device under `runs`.
 """
 
@@ -73,7 +73,7 @@ def peak_tflops(description: str, precision: str) -> float:
         if fragment in description and prec == precision:
             return tflops
     if "GPU" in description.upper() or "NVIDIA" in description.upper():
-        raise SystemExit(f"no peak known for {description!r} in {precision}: pass --peak-tflops")
+        raise SystemExit(f"train_throughput: no peak known for {description!r} in {precision}: pass --peak-tflops")
     return cpu_peak_tflops()
 
 
@@ -93,6 +93,7 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--steps", type=int, default=20, help="timed steps")
     parser.add_argument("--warmup", type=int, default=5, help="untimed steps first")
     parser.add_argument("--peak-tflops", type=float, default=0.0, help="the device's peak (default: looked up)")
+    parser.add_argument("--out", help="JSON file (default benchmark/results/train_throughput_<device>.json)")
     args = parser.parse_args(argv)
     world = distributed.init()
     cfg = config.config_from_args(args)
@@ -135,8 +136,8 @@ def main(argv: list[str] | None = None) -> None:
     for key in ("device", "precision", "image_size", "batch_per_rank", "ranks", "images_per_s", "mfu"):
         print(f"{key}={record[key]}")
     if not np.isfinite(final_loss):
-        sys.exit(f"non-finite loss {final_loss}: the figures above are not valid")
-    path = os.path.join(RESULTS, f"train_throughput_{slug}.json")
+        sys.exit(f"train_throughput: non-finite loss {final_loss}: the figures above are not valid")
+    path = args.out or os.path.join(RESULTS, f"train_throughput_{slug}.json")
     runs = []
     if os.path.exists(path):
         with open(path) as f:

@@ -20,35 +20,28 @@ import math
 
 import numpy as np
 
-
-def _conv_out(size: int, kernel: int, stride: int, pad: int) -> int:
-    """Output size of a PyTorch-style conv/pool with symmetric zero padding `pad`."""
-    return (size + 2 * pad - kernel) // stride + 1
+from ssd import architecture
 
 
 def feature_map_sizes(image_size: int, strides) -> list[int]:
-    """The six head output sizes (square maps) for a square input and the reference's `strides`.
-
-    strides = [box head, class head, conv7, conv8, conv9, conv10]. The trunk (ResNet34 to conv4_x
-    with its first conv4_x block at stride 1) divides by 8: conv1 7x7/2 pad 3, max-pool 3x3/2 pad 1,
-    conv3_x 3x3/2 pad 1. Extra layers: conv7..conv9 3x3 pad 1, conv10 3x3 pad 0, conv11 3x3/1 pad 0.
-    Each head is a 3x3 conv with pad 1 and stride strides[0] (strides[1] must give the same maps).
+    """The six head output sizes (square maps) for a square input and the reference's `strides`
+    ([box head, class head, conv7, conv8, conv9, conv10]), from the layer table ssd.model builds from:
+    the trunk, then conv7..conv11 give the six sources; each head's 3x3 conv gives its map.
     """
     if len(strides) != 6:
         raise ValueError(f"strides has 6 entries (box head, class head, conv7..conv10), got {strides}")
-    x = _conv_out(image_size, 7, 2, 3)
-    x = _conv_out(x, 3, 2, 1)
-    x = _conv_out(x, 3, 2, 1)
+    x = image_size
+    for window in architecture.trunk_convs():
+        x = window.out(x)
     sources = [x]
-    for stride, pad in zip(strides[2:], (1, 1, 1, 0)):
-        x = _conv_out(x, 3, stride, pad)
+    for window in architecture.extra_convs(strides):
+        x = window.out(x)
         sources.append(x)
-    x = _conv_out(x, 3, 1, 0)
-    sources.append(x)
     if min(sources) < 1:
         raise ValueError(f"image_size {image_size} is too small for strides {tuple(strides)}: source maps {sources}")
-    sizes = [_conv_out(s, 3, strides[0], 1) for s in sources]
-    if sizes != [_conv_out(s, 3, strides[1], 1) for s in sources]:
+    box_head, class_head = architecture.head_convs(strides)
+    sizes = [box_head.out(s) for s in sources]
+    if sizes != [class_head.out(s) for s in sources]:
         raise ValueError(f"box head stride {strides[0]} and class head stride {strides[1]} give different maps")
     return sizes
 
@@ -91,7 +84,8 @@ def main(argv: list[str] | None = None) -> None:
     cfg = config.config_from_args(args)
     boxes = default_boxes(cfg.model)
     np.save(args.out, boxes)
-    print(f"{args.out}: {boxes.shape[0]} default boxes, maps {feature_map_sizes(cfg.model.image_size, cfg.model.strides)}")
+    maps = feature_map_sizes(cfg.model.image_size, cfg.model.strides)
+    print(f"{args.out}: {boxes.shape[0]} default boxes, maps {maps}")
 
 
 if __name__ == "__main__":

@@ -19,7 +19,6 @@ import time
 
 import numpy as np
 
-import ssd  # noqa: F401  (selects Keras 2 before TensorFlow is imported)
 import tensorflow as tf
 
 from ssd import coco_eval, config, distributed

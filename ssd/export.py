@@ -15,7 +15,6 @@ import dataclasses
 import os
 import sys
 
-import ssd  # noqa: F401  (selects Keras 2 before TensorFlow is imported)
 import tensorflow as tf
 from tensorflow.python.framework.convert_to_constants import convert_variables_to_constants_v2_as_graph
 

@@ -16,7 +16,6 @@ import re
 
 import numpy as np
 
-import ssd  # noqa: F401  (selects Keras 2 before TensorFlow is imported)
 import tensorflow as tf
 import tf_keras
 

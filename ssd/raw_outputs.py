@@ -13,7 +13,6 @@ import os
 
 import numpy as np
 
-import ssd  # noqa: F401  (selects Keras 2 before TensorFlow is imported)
 import tensorflow as tf
 
 from ssd import config

@@ -5,7 +5,6 @@ import os
 import signal
 import subprocess
 import sys
-import time
 
 import numpy as np
 import pytest
@@ -69,35 +68,61 @@ def test_missing_checkpoint_errors_name_the_directory(tmp_path):
 
 
 _WRITER = """
-import sys, ssd, numpy as np, tensorflow as tf
+import sys, threading, time
+import ssd, tensorflow as tf
+from tensorflow.python.checkpoint import checkpoint_management
 from ssd import checkpoint
-v = tf.Variable(tf.zeros([24 * 1024 * 1024]))  # 96 MiB: each save takes a while
-saver = checkpoint.Checkpoints(sys.argv[1], keep=3, rank=0, v=v)
-wait = sys.argv[2] == "sync"
-for step in range(1, 10**6):
+
+directory, mode = sys.argv[1], sys.argv[2]
+replace_state = checkpoint_management.update_checkpoint_state_internal
+moved_on = threading.Event()  # the main thread has assigned step 3's values
+
+
+def pause_before_the_state_file(save_dir, **state):
+    # tf.train.CheckpointManager calls this once a checkpoint's files are written, to make it the latest.
+    if not state["model_checkpoint_path"].endswith("ckpt-1"):
+        if mode == "async":
+            moved_on.wait()
+        print("paused before the state file names", state["model_checkpoint_path"], flush=True)
+        time.sleep(3600)
+    replace_state(save_dir, **state)
+
+
+checkpoint_management.update_checkpoint_state_internal = pause_before_the_state_file
+v = tf.Variable(tf.zeros([1024 * 1024]))
+saver = checkpoint.Checkpoints(directory, keep=3, rank=0, v=v)
+for step in (1, 2, 3):
     v.assign(tf.fill(v.shape, float(step)))
-    saver.save(step, wait=wait)
+    if step == 3:
+        moved_on.set()
+    saver.save(step, wait=mode == "sync")
     if step == 1:
         saver.wait()  # one complete checkpoint exists
-    print(step, flush=True)
 """
 
 
 @pytest.mark.parametrize("mode", ["sync", "async"])
 def test_sigkill_mid_save_never_leaves_a_broken_latest(tmp_path, mode):
-    """Asynchronous saves copy the variable and go on (the next assign overlaps the write): the
-    latest checkpoint still holds one whole step's values."""
+    """The writer is killed inside the save of ckpt-2, at a known point: its files are written and the
+    state file (TensorFlow's pointer to the latest) is not yet replaced; asynchronously, the variable
+    has meanwhile taken step 3's values. The latest is still ckpt-1, whole, and ckpt-2's files hold
+    step 2's values. (A kill earlier in the save, while the data is written, leaves only files the
+    state file does not name either.)"""
     proc = subprocess.Popen([sys.executable, "-c", _WRITER, str(tmp_path), mode], stdout=subprocess.PIPE, text=True)
-    assert proc.stdout.readline().strip() == "1"  # one complete checkpoint exists
-    time.sleep(0.35)  # most likely in the middle of a later save
-    os.kill(proc.pid, signal.SIGKILL)
-    proc.wait()
-    v = tf.Variable(tf.zeros([24 * 1024 * 1024]))
+    try:
+        line = proc.stdout.readline().strip()  # blocks until the writer pauses (or exits: then "")
+        assert line == f"paused before the state file names {tmp_path / 'ckpt-2'}", line
+    finally:
+        os.kill(proc.pid, signal.SIGKILL)
+        proc.wait()
+    assert (tmp_path / "ckpt-2.index").is_file()  # killed mid-save: the new files are there
+    v = tf.Variable(tf.zeros([1024 * 1024]))
     prefix = checkpoint.Checkpoints(str(tmp_path), keep=3, rank=0, v=v).restore()
-    step = int(prefix.rsplit("-", 1)[1])
-    assert step >= 1
+    assert prefix == str(tmp_path / "ckpt-1")
     values = v.numpy()
-    assert values.min() == values.max() == float(step)  # the whole tensor, from that very step
+    assert values.min() == values.max() == 1.0  # the whole tensor, from that very step
+    unnamed = tf.train.load_checkpoint(str(tmp_path / "ckpt-2")).get_tensor("v/.ATTRIBUTES/VARIABLE_VALUE")
+    assert unnamed.min() == unnamed.max() == 2.0
 
 
 def test_backbone_weights_round_trip(tmp_path):

@@ -1,10 +1,15 @@
+import dataclasses
 import json
 import subprocess
 import sys
 
 import pytest
 
+import ssd  # noqa: F401 (selects Keras 2 before TensorFlow loads)
+import tf_keras
+
 from ssd.config import ConfigError, load_config, read_config, write_config
+from ssd.model import build_model
 
 
 def test_presets_resolve():
@@ -14,9 +19,44 @@ def test_presets_resolve():
     assert large.eval.target_map == 0.225
     assert large.eval_epochs() == [40, 50, 55, 60, 65, 70, 75, 80]
     demo = load_config("demo")
-    # The demo is the same model family with other values, never another model.
-    assert type(demo.model) is type(large.model)
     assert demo.model.strides == (1, 1, 2, 2, 2, 1)
+
+
+# The values in which the guide lets the demo's model differ from ssd_large's.
+DEMO_MODEL_VALUES = {"image_size", "width_multiplier", "strides", "num_classes"}
+
+
+def _layout(model):
+    """Per layer: name, class, weight shapes and its config apart from what follows the strides: the
+    heads' reshapes to [N, boxes, k], and the pads (a PyTorch pad is a `same` conv at stride 1 and an
+    explicit ZeroPadding2D + `valid` conv otherwise, ssd.model.layers)."""
+    layout = []
+    for layer in model.submodules:
+        if isinstance(layer, tf_keras.layers.Layer) and not isinstance(layer, tf_keras.layers.ZeroPadding2D):
+            conf = {k: v for k, v in layer.get_config().items() if k not in ("strides", "padding", "target_shape")}
+            layout.append((layer.name, type(layer).__name__, [tuple(w.shape) for w in layer.weights], conf))
+    return sorted(layout, key=lambda entry: entry[0])
+
+
+def _conv_strides(model):
+    return {layer.name: layer.strides for layer in model.submodules if isinstance(layer, tf_keras.layers.Conv2D)}
+
+
+def test_demo_is_ssd_large_with_other_values():
+    """The demo is the reference model with other input size, width, strides and classes, never another
+    model: its model config differs only there, and ssd_large built at the demo's width and classes (at
+    480 px, which both strides accept) has the demo's layers, weights and layer settings but the strides."""
+    large, demo = load_config("ssd_large").model, load_config("demo").model
+    differ = {f.name for f in dataclasses.fields(large) if getattr(large, f.name) != getattr(demo, f.name)}
+    assert differ == DEMO_MODEL_VALUES
+    shared = dict(image_size=480, width_multiplier=demo.width_multiplier, num_classes=demo.num_classes)
+    demo_model = build_model(dataclasses.replace(demo, **shared))
+    large_model = build_model(dataclasses.replace(large, **shared))
+    assert _layout(demo_model) == _layout(large_model)
+    large_strides, demo_strides = _conv_strides(large_model), _conv_strides(demo_model)
+    # strides [box head, class head, conv7..conv10]: (3, 3, 2, 2, 2, 2) in ssd_large, (1, 1, 2, 2, 2, 1) in the demo
+    assert sorted(name for name in large_strides if large_strides[name] != demo_strides[name]) == [
+        "additional_blocks.3.2", *(f"conf.{i}" for i in range(6)), *(f"loc.{i}" for i in range(6))]
 
 
 def test_overrides_are_typed():

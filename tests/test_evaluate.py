@@ -17,6 +17,8 @@ from ssd.data import prepare, synthetic
 from ssd.evaluate import Evaluator, detector
 from ssd.model import build_model
 
+from conftest import require_module
+
 NUM_VAL = 11  # not a multiple of ranks x batch (2 x 4): rank 0 holds 6 images, rank 1 holds 5
 
 
@@ -189,7 +191,7 @@ def test_imported_reference_weights_score_as_the_pytorch_reference_pipeline(setu
     """A PyTorch reference state dict, imported (ssd.import_weights) and evaluated here, scores what
     the reference's own pipeline scores: its forward pass, `scale_back_batch` decoding, its
     `decode_single` loop (tests/test_postprocess.py) and its COCO records (original pixels)."""
-    torch = pytest.importorskip("torch")
+    torch = require_module("torch")
     from ssd import import_weights
     from ssd.data import pipeline
     from test_postprocess import reference_decode_single

@@ -20,7 +20,9 @@ import pytest
 import ssd  # noqa: F401
 import tensorflow as tf
 
-torch = pytest.importorskip("torch")
+from conftest import require_module
+
+torch = require_module("torch")
 
 from ssd import config, import_weights, raw_outputs  # noqa: E402
 from ssd.model import build_model, reference_layout  # noqa: E402

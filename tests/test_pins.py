@@ -3,10 +3,11 @@
 import importlib.metadata
 import os
 import re
-import shutil
 import subprocess
 
 import pytest
+
+from conftest import MPI_AVAILABLE, require
 
 
 @pytest.fixture(scope="module")
@@ -78,8 +79,7 @@ def test_cuda_and_nccl_match_tensorflow(dockerfile, args):
 
 
 def test_openmpi_matches_the_local_one(args):
-    if shutil.which("mpirun") is None:
-        pytest.skip("no local OpenMPI (setup_env.sh installs it when run as root)")
+    require(MPI_AVAILABLE, "no local OpenMPI (setup_env.sh installs it when run as root)")
     version = subprocess.run(["mpirun", "--version"], stdout=subprocess.PIPE, text=True, check=True).stdout
     assert re.search(r"\(Open MPI\) (\S+)", version).group(1) == args["OPENMPI_VERSION"]
 

@@ -8,12 +8,15 @@ its own images (identical weights at the end prove the broadcast and the average
 --same-images: step i uses the global batch images[i] of size batch x ranks, and rank r takes its
 slice r; batch norm is frozen (inference mode), so the forward pass of each image does not depend
 on its batch-mates, and one rank at batch 2b must take the same steps as two ranks at batch b.
-Overrides (e.g. train.precision=float16 train.xla=true) apply to the demo config.
+Overrides (e.g. train.precision=float16 train.xla=true) apply to the demo config. --loss-scale S:
+float16's dynamic loss scale starts at S instead of 2^15.
 Writes OUT/rank<r>.npz with the trainable variables (after, and `init` after the broadcast), the
-optimizer variables and the losses.
+optimizer variables, the momentum buffers (`grad`: after one step without weight decay, the averaged
+gradient; ssd.optimizer) and the losses.
 """
 
 import argparse
+import dataclasses
 
 import numpy as np
 
@@ -42,6 +45,7 @@ def main() -> None:
     parser.add_argument("--steps", type=int, default=3)
     parser.add_argument("--batch", type=int, default=2, help="per rank")
     parser.add_argument("--same-images", action="store_true")
+    parser.add_argument("--loss-scale", type=float, default=0.0)
     parser.add_argument("overrides", nargs="*")
     args = parser.parse_intermixed_args()
 
@@ -57,7 +61,12 @@ def main() -> None:
             if isinstance(layer, tf_keras.layers.BatchNormalization):
                 layer.trainable = False
     global_batch = args.batch * world.size
-    optimizer = make_optimizer(cfg.train, schedule.from_config(cfg.train, global_batch, steps_per_epoch=100))
+    lr_schedule = schedule.from_config(cfg.train, global_batch, steps_per_epoch=100)
+    if args.loss_scale:  # make_optimizer's SGD, wrapped as make_optimizer wraps it but for the first scale
+        sgd = make_optimizer(dataclasses.replace(cfg.train, precision="float32"), lr_schedule)
+        optimizer = tf_keras.mixed_precision.LossScaleOptimizer(sgd, initial_scale=args.loss_scale)
+    else:
+        optimizer = make_optimizer(cfg.train, lr_schedule)
     optimizer.build(model.trainable_variables)
     distributed.broadcast(model.variables + list(optimizer.variables))
     initial = [v.numpy() for v in model.trainable_variables]
@@ -76,6 +85,8 @@ def main() -> None:
     arrays = {f"var{i}": v.numpy() for i, v in enumerate(model.trainable_variables)}
     arrays.update({f"opt{i}": v.numpy() for i, v in enumerate(optimizer.variables)})
     arrays.update({f"init{i}": value for i, value in enumerate(initial)})
+    sgd = getattr(optimizer, "inner_optimizer", optimizer)  # float16: inside the LossScaleOptimizer
+    arrays.update({f"grad{i}": m.numpy() for i, m in enumerate(sgd.momentums)})
     np.savez(f"{args.out}/rank{world.rank}.npz", losses=np.array(losses), size=world.size,
              policy=tf_keras.mixed_precision.global_policy().name, **arrays)
 

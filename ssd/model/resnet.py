@@ -1,14 +1,15 @@
 """The ResNet34 trunk of SSD-R34: torchvision's ResNet34 up to conv4_x (`layer3`), conv5_x removed.
 
-As the reference (`base_model_r34.ResNet34`): conv1 7x7/2 + bn1 + ReLU + max-pool 3x3/2 (pad 1),
-layer1 (3 basic blocks, 64 ch), layer2 (4 blocks, 128 ch, stride 2), layer3 (6 blocks, 256 ch) whose
-first block (3x3 conv and 1x1 downsample) has stride 1 instead of 2. The output is 1/8 of the
-input: [N, 150, 150, 256] at 1200. Layer names are torchvision's (`layer2.0.downsample.0`).
+As the reference (`base_model_r34.ResNet34`), with the windows and channels of ssd.architecture:
+conv1 + bn1 + ReLU + max-pool, layer1..layer3 of basic blocks, layer3's first block at stride 1. The
+output is 1/8 of the input: [N, 150, 150, 256] at 1200. Layer names are torchvision's
+(`layer2.0.downsample.0`).
 BatchNorm is trainable (the reference trains it) with torchvision's eps and momentum.
 """
 
 import tf_keras
 
+from ssd.architecture import BLOCK_KERNEL, BLOCK_PAD, CONV1, CONV1_CHANNELS, MAXPOOL, STAGES
 from ssd.model.layers import batch_norm, channels, conv
 
 
@@ -18,15 +19,11 @@ def _kaiming():
     return tf_keras.initializers.VarianceScaling(2.0, "fan_out", "untruncated_normal")
 
 
-# (name, blocks, channels, stride of the first block) of layer1..layer3 in SSD-R34.
-STAGES = (("layer1", 3, 64, 1), ("layer2", 4, 128, 2), ("layer3", 6, 256, 1))
-
-
 def _basic_block(x, in_ch, out_ch, stride, name, data_format):
     """torchvision BasicBlock: relu(bn2(conv2(relu(bn1(conv1 x)))) + shortcut x)."""
-    y = conv(x, out_ch, 3, stride, 1, f"{name}.conv1", data_format, False, _kaiming())
+    y = conv(x, out_ch, BLOCK_KERNEL, stride, BLOCK_PAD, f"{name}.conv1", data_format, False, _kaiming())
     y = tf_keras.layers.ReLU(name=f"{name}.relu1")(batch_norm(y, f"{name}.bn1", data_format))
-    y = conv(y, out_ch, 3, 1, 1, f"{name}.conv2", data_format, False, _kaiming())
+    y = conv(y, out_ch, BLOCK_KERNEL, 1, BLOCK_PAD, f"{name}.conv2", data_format, False, _kaiming())
     y = batch_norm(y, f"{name}.bn2", data_format)
     if stride != 1 or in_ch != out_ch:
         x = conv(x, out_ch, 1, stride, 0, f"{name}.downsample.0", data_format, False, _kaiming())
@@ -40,13 +37,13 @@ def build_backbone(image_size: int, width_multiplier: float = 1.0, data_format: 
     channels_first), normalised -> conv4_x features [N, S/8, S/8, 256 w] (or NCHW)."""
     shape = (3, image_size, image_size) if data_format == "channels_first" else (image_size, image_size, 3)
     images = tf_keras.Input(shape, name="backbone_images")
-    ch = channels(64, width_multiplier)
-    x = conv(images, ch, 7, 2, 3, "conv1", data_format, False, _kaiming())
+    ch = channels(CONV1_CHANNELS, width_multiplier)
+    x = conv(images, ch, CONV1.kernel, CONV1.stride, CONV1.pad, "conv1", data_format, False, _kaiming())
     x = tf_keras.layers.ReLU(name="relu")(batch_norm(x, "bn1", data_format))
     # PyTorch pads the max-pool with -inf; after the ReLU every value is >= 0 and every window
     # holds a real pixel, so zero padding gives the same result.
-    x = tf_keras.layers.ZeroPadding2D(1, data_format=data_format, name="maxpool.pad")(x)
-    x = tf_keras.layers.MaxPool2D(3, 2, "valid", data_format=data_format, name="maxpool")(x)
+    x = tf_keras.layers.ZeroPadding2D(MAXPOOL.pad, data_format=data_format, name="maxpool.pad")(x)
+    x = tf_keras.layers.MaxPool2D(MAXPOOL.kernel, MAXPOOL.stride, "valid", data_format=data_format, name="maxpool")(x)
     in_ch = ch
     for stage, blocks, out, stride in STAGES:
         out_ch = channels(out, width_multiplier)

@@ -10,14 +10,10 @@ import tf_keras
 import tensorflow as tf
 
 from ssd import anchors
+from ssd.architecture import EXTRAS, extra_convs, head_convs
 from ssd.model.layers import channels, conv
 from ssd.model.resnet import build_backbone
 
-# Reference channels: sources [conv4_x, conv7, conv8, conv9, conv10, conv11] and the extra layers'
-# 1x1 bottlenecks.
-SOURCE_CHANNELS = (256, 512, 512, 256, 256, 256)
-EXTRA_MID_CHANNELS = (256, 256, 128, 128, 128)
-EXTRA_PADS = (1, 1, 1, 0, 0)
 GLOROT = "glorot_uniform"  # the reference's xavier_uniform_ on extra and head weights
 
 
@@ -52,18 +48,18 @@ def build_model(model_cfg) -> tf_keras.Model:
     backbone = build_backbone(s, w, fmt)
     x = backbone(x)
     sources = [x]
-    for i, (mid, out, pad) in enumerate(zip(EXTRA_MID_CHANNELS, SOURCE_CHANNELS[1:], EXTRA_PADS)):
-        stride = strides[2 + i] if i < 4 else 1
+    for i, ((mid, out, _), c) in enumerate(zip(EXTRAS, extra_convs(strides))):
         x = conv(x, channels(mid, w), 1, 1, 0, f"additional_blocks.{i}.0", fmt, True, GLOROT)
         x = tf_keras.layers.ReLU(name=f"additional_blocks.{i}.1")(x)
-        x = conv(x, channels(out, w), 3, stride, pad, f"additional_blocks.{i}.2", fmt, True, GLOROT)
+        x = conv(x, channels(out, w), c.kernel, c.stride, c.pad, f"additional_blocks.{i}.2", fmt, True, GLOROT)
         x = tf_keras.layers.ReLU(name=f"additional_blocks.{i}.3")(x)
         sources.append(x)
 
+    box_head, class_head = head_convs(strides)
     locs, confs = [], []
     for i, (src, nd) in enumerate(zip(sources, nds)):
-        loc = conv(src, 4 * nd, 3, strides[0], 1, f"loc.{i}", fmt, True, GLOROT)
-        conf = conv(src, model_cfg.num_classes * nd, 3, strides[1], 1, f"conf.{i}", fmt, True, GLOROT)
+        loc = conv(src, 4 * nd, *box_head, f"loc.{i}", fmt, True, GLOROT)
+        conf = conv(src, model_cfg.num_classes * nd, *class_head, f"conf.{i}", fmt, True, GLOROT)
         locs.append(_box_view(loc, 4, nd, fmt, f"loc.{i}"))
         confs.append(_box_view(conf, model_cfg.num_classes, nd, fmt, f"conf.{i}"))
     loc = tf_keras.layers.Concatenate(axis=1, name="loc.concat")(locs)
