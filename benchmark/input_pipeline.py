@@ -53,7 +53,7 @@ def _baseline(cfg, epoch: int, seed: int) -> tf.data.Dataset:
     Yields (images, (cropped [B] bool, capped [B] bool)): whether each image was cropped, and whether
     its crop sampler hit the cap on redraws (augment.MAX_CROP_DRAWS)."""
     ds, _ = pipeline.train_records(cfg, 0, 1, seed, epoch)
-    _, augment_seed = pipeline._epoch_seeds(seed, epoch, 0)
+    _, augment_seed = pipeline.epoch_seeds(seed, epoch, 0)
     d, size = cfg.data, cfg.model.image_size
 
     def example(index, serialized):

@@ -39,7 +39,6 @@ import time
 
 import numpy as np
 
-import ssd  # noqa: F401  (selects Keras 2 before TensorFlow loads)
 import tensorflow as tf
 import tf_keras
 import tqdm

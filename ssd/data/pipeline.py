@@ -66,7 +66,7 @@ def steps_per_epoch(num_records: int, global_batch: int) -> int:
     return num_records // global_batch
 
 
-def _epoch_seeds(seed: int, epoch: int, rank: int) -> tuple[int, int]:
+def epoch_seeds(seed: int, epoch: int, rank: int) -> tuple[int, int]:
     """(shuffle seed, augmentation seed) of one rank's epoch, from (seed, epoch, rank) only."""
     state = np.random.SeedSequence([seed, epoch, rank]).generate_state(2)
     return int(state[0] & 0x7FFFFFFF), int(state[1] & 0x7FFFFFFF)
@@ -181,7 +181,7 @@ def train_records(cfg, rank: int, num_ranks: int, seed: int, epoch: int,
     if len(paths) < num_ranks:
         raise ValueError(f"{len(paths)} shard files for {num_ranks} ranks: convert with `prepare --shards` >= ranks")
     mine = np.array(train_shards(len(paths), rank, num_ranks, seed, epoch), np.int64)
-    shuffle_seed, _ = _epoch_seeds(seed, epoch, rank)
+    shuffle_seed, _ = epoch_seeds(seed, epoch, rank)
     if record_ids:
         counts = np.array([s["num_records"] for s in manifest["shards"]], np.int64)
         ends = np.cumsum(counts)
@@ -257,7 +257,7 @@ def train_dataset(cfg, anchors, rank: int, num_ranks: int, seed: int, epoch: int
 
         ds = ds.batch(batch, drop_remainder=True).map(examples, num_parallel_calls=tf.data.AUTOTUNE)
         return ds.prefetch(tf.data.AUTOTUNE).with_options(_options(deterministic))
-    _, augment_seed = _epoch_seeds(seed, epoch, rank)
+    _, augment_seed = epoch_seeds(seed, epoch, rank)
     anchors = tf.constant(anchors, tf.float32)
     read = records.parse if split is None else lambda record_id: cached_record(split, record_id)
 

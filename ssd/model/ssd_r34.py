@@ -1,6 +1,6 @@
 """SSD-ResNet34: the trunk, five extra layers and six 3x3 heads (design.md, mlcommons `ssd_r34.py`).
 
-Extra layers: 1x1 conv + ReLU + 3x3 conv + ReLU, with bias, no BN (channels and pads below).
+Extra layers: 1x1 conv + ReLU + 3x3 conv + ReLU, with bias, no BN (channels and pads: ssd.architecture).
 Layers carry the reference's module names, so its weights import by name (ssd.import_weights).
 Each head's output is reshaped so the boxes come in the reference order, the order of
 ssd.anchors.default_boxes (docs/interfaces.md); `reference_layout` gives the reference's tensors.
