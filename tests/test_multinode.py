@@ -334,10 +334,15 @@ def test_mpirun_across_two_nodes_reaches_the_target(rehearsals):
     assert_both_nodes_trained(out, run_dir, epochs=12)
 
 
+MPIRUN_WEIGHTS_DEFECT = pytest.mark.xfail(
+    strict=True, reason="open defect (docs/multinode.md): the two ranks' final weights differ after the mpirun "
+    "run to the target across two hosts; cause not found yet. strict: the test fails once they agree")
+
+
 @pytest.mark.slow
-@pytest.mark.parametrize("launcher", ["mpirun", "horovodrun"])
+@pytest.mark.parametrize("launcher", [pytest.param("mpirun", marks=MPIRUN_WEIGHTS_DEFECT), "horovodrun"])
 def test_both_nodes_end_with_the_same_weights(rehearsals, launcher):
-    """Fails for the mpirun run to the target (README: open defect); passes for horovodrun's 20 steps."""
+    """The mpirun run to the target is a known failure (MPIRUN_WEIGHTS_DEFECT); horovodrun's 20 steps agree."""
     run, _ = rehearsals(launcher)
     assert_same_final_weights(run.output)
 
