@@ -160,6 +160,7 @@ def test_built_in_default_end_to_end(repo_root, tmp_path):
     env = dict(os.environ, LOG_DIR=str(tmp_path), RUN_NAME="default")
     proc = subprocess.run([str(repo_root / "run_and_time.sh")], env=env, cwd=repo_root, stdout=subprocess.PIPE,
                           stderr=subprocess.STDOUT, text=True, timeout=40 * 60)
+    (tmp_path / "console.txt").write_text(proc.stdout)  # what a user sees, kept for reading
     assert proc.returncode == 0, proc.stdout[-8000:]
     result = re.search(r"^RESULT,SSD_LARGE,,(\d+),[^,]+,(.+)$", proc.stdout, re.M)
     assert result and "STARTING TIMING RUN AT" in proc.stdout and "ENDING TIMING RUN AT" in proc.stdout
