@@ -68,6 +68,9 @@ def test_config_commands_and_arithmetic(repo_root, tmp_path, system):
     ranks = int(settings["NNODES"]) * int(settings["NRANKS_PER_NODE"])
     if settings["LAUNCHER"] == "single":
         assert ranks == 1 and launch[0].endswith("/python")
+    elif settings["LAUNCHER"] == "horovodrun":  # run as a module of the package: a quiet TensorFlow start
+        assert launch[0].endswith("/python") and launch[1:3] == ["-m", "ssd.horovodrun"]
+        assert launch[launch.index("-np") + 1] == str(ranks)
     else:
         assert os.path.basename(launch[0]) == settings["LAUNCHER"]
         assert launch[launch.index("-np") + 1] == str(ranks)
