@@ -466,7 +466,8 @@ def test_host_that_does_not_answer_fails_the_launch_at_once(cluster, tmp_path, l
 def test_node_killed_mid_epoch_ends_the_run(cluster, tmp_path, launcher):
     out_dir = tmp_path / f"{MARK}-runs"
     run_dir = out_dir / "run"
-    run = run_on_node1(cluster, out_dir, "train.checkpoint_every_steps=5", "train.epochs=1", LAUNCHER=launcher)
+    run = run_on_node1(cluster, out_dir, "train.checkpoint_every_steps=5", "train.epochs=1", "run.echo_mllog=true",
+                       LAUNCHER=launcher)
     run.wait_for(r'"key": "epoch_start"', timeout=20 * 60)
     # Mid-epoch: a few steps done (the trainer's step checkpoints), the epoch not finished.
     end = time.monotonic() + 10 * 60
