@@ -373,11 +373,6 @@ def _trace(state: TrainState) -> None:
                                            tf.TensorSpec([b, n, 4], tf.float32), tf.TensorSpec([b, n], tf.int32))
     if state.evaluator is not None:
         state.evaluator.detect.get_concrete_function()
-    if state.world.size > 1:
-        # Horovod builds the eager grouped allreduce of the batch-norm statistics at its first call
-        # (35 s of the default run's first epoch end on this CPU): build it here. The ranks hold the
-        # same broadcast values now, so their mean changes nothing.
-        distributed.average(state.model.non_trainable_variables)
 
 
 # -- the timed run --------------------------------------------------------------------------------
