@@ -22,6 +22,7 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
+from compliance import mllog_records
 from ssd import distributed
 from ssd.data import pipeline
 from conftest import ROOT, launch, require
@@ -243,10 +244,7 @@ class Run:
 
 
 def mllog_events(run_dir: Path) -> list[dict]:
-    import json
-
-    text = (run_dir / "mlperf_log.txt").read_text()
-    return [json.loads(line.split(":::MLLOG ", 1)[1]) for line in text.splitlines() if ":::MLLOG " in line]
+    return mllog_records.read_log(str(run_dir / "mlperf_log.txt"))
 
 
 def step_losses(run_dir: Path) -> dict[int, float]:

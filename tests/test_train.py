@@ -22,6 +22,7 @@ import pytest
 import ssd  # noqa: F401
 import tensorflow as tf
 
+from compliance import mllog_records
 from conftest import child_env
 
 TRAIN_IMAGES, VAL_IMAGES = 48, 16  # at batch 8: 6 steps per epoch
@@ -48,8 +49,7 @@ def train_argv(data, run_dir, *overrides):
 
 
 def mlperf_events(run_dir):
-    with open(os.path.join(run_dir, "mlperf_log.txt")) as f:
-        return [json.loads(line.split(":::MLLOG", 1)[1]) for line in f if ":::MLLOG" in line]
+    return mllog_records.read_log(os.path.join(run_dir, "mlperf_log.txt"))
 
 
 def run_status(run_dir):
@@ -256,11 +256,10 @@ def test_tiny_target_stops_at_the_first_evaluation(hvd_launch, tiny_data, tmp_pa
     assert json.loads((tmp_path / "config.json").read_text())["eval"]["target_map"] == 0.000001
     assert glob.glob(str(tmp_path / "tensorboard" / "events*"))
     # The trainer's own order passes the ruleset (its accuracies raised to the ruleset's target).
-    records = [e for e in mlperf_events(tmp_path)]
-    for record in records:
-        if record["key"] == "eval_accuracy":
-            record["value"] = 0.3
-    (tmp_path / "raised.txt").write_text("".join(f":::MLLOG {json.dumps(r)}\n" for r in records))
+    records = mlperf_events(tmp_path)
+    for record in mllog_records.of_key(records, "eval_accuracy"):
+        record["value"] = 0.3
+    mllog_records.write_log(str(tmp_path / "raised.txt"), records)
     check = subprocess.run([str(repo_root / "compliance" / "check.sh"), str(tmp_path / "raised.txt"), "open"],
                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, timeout=120)
     assert check.returncode == 0 and "SUCCESS" in check.stdout, check.stdout
