@@ -24,7 +24,7 @@ import pytest
 import yaml
 
 from compliance import mllog_records
-from conftest import child_env
+from conftest import child_env, launch
 from test_train import EVERY_EPOCH, tiny_data, train_argv  # noqa: F401  (tiny_data: the session's dataset)
 
 LOG = "mlperf_log.txt"
@@ -57,11 +57,8 @@ SKIPPED = ("epoch_start", "closed: an evaluation after epochs 40, 50, then every
 
 
 def train(data, run_dir, ranks, overrides):
-    python = [sys.executable, *train_argv(data, run_dir, *overrides)]
-    horovodrun = os.path.join(os.path.dirname(sys.executable), "horovodrun")
-    argv = [horovodrun, "--gloo", "-np", str(ranks), "-H", f"localhost:{ranks}", *python] if ranks > 1 else python
-    return subprocess.run(argv, env=child_env(), stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
-                          timeout=1800)
+    return launch(train_argv(data, run_dir, *overrides), np=ranks, launcher="gloo" if ranks > 1 else "single",
+                  timeout=1800, check=False)
 
 
 @pytest.fixture(scope="module")
