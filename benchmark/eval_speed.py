@@ -28,7 +28,6 @@ images; on a GPU that step runs inside inference, before the timed part above.
 
 from __future__ import annotations
 
-import argparse
 import json
 import os
 import platform
@@ -39,7 +38,7 @@ import time
 import numpy as np
 
 from benchmark import RESULTS, save_result
-from ssd import coco_eval
+from ssd import cli, coco_eval
 from ssd.scorer import Scorer
 
 _MAX_DETECTIONS = 200
@@ -146,7 +145,7 @@ def time_graph_postprocess(num_images: int, batch: int = 8) -> float:
 
 
 def main(argv: list[str] | None = None) -> None:
-    parser = argparse.ArgumentParser(prog="python -m benchmark.eval_speed", description=__doc__.splitlines()[0])
+    parser = cli.Parser("benchmark.eval_speed", __doc__)
     parser.add_argument("--images", type=int, default=5000)
     parser.add_argument("--per-image", type=int, default=100, help="about this many detections per image")
     parser.add_argument("--seed", type=int, default=0)
@@ -211,7 +210,7 @@ def main(argv: list[str] | None = None) -> None:
               f"{result['seconds_graph_postprocess_per_image_cpu'] * 1000:.1f} ms per image")
     save_result(args.out, result)
     if not identical:
-        sys.exit("eval_speed: the 12 stats differ between the backends")
+        parser.fail("the 12 stats differ between the backends")
 
 
 if __name__ == "__main__":

@@ -22,7 +22,6 @@ baseline's images that were cropped and how often the crop sampler hit its cap o
 
 from __future__ import annotations
 
-import argparse
 import os
 import platform
 import sys
@@ -33,7 +32,7 @@ import ssd  # noqa: F401  (selects Keras 2 before TensorFlow is imported)
 import tensorflow as tf
 
 from benchmark import RESULTS, ROOT, save_result
-from ssd import config
+from ssd import cli, config
 from ssd.anchors import default_boxes
 from ssd.data import augment, pipeline, prepare, records
 
@@ -88,7 +87,7 @@ def _time(make, images: int, batch: int, cores: int, inspect=None) -> tuple[floa
 
 
 def main(argv: list[str] | None = None) -> None:
-    parser = argparse.ArgumentParser(prog="python -m benchmark.input_pipeline", description=__doc__.splitlines()[0])
+    parser = cli.Parser("benchmark.input_pipeline", __doc__)
     parser.add_argument("--images", type=int, default=1000)
     parser.add_argument("--cores", type=int, default=1, help="threads the pipeline may use")
     parser.add_argument("--out", default=os.path.join(RESULTS, "input_pipeline.json"), help="JSON file")
@@ -96,12 +95,12 @@ def main(argv: list[str] | None = None) -> None:
     args = parser.parse_args(argv)
     own_data = any(o.startswith("data.data_dir=") for o in args.overrides)
     args.overrides = ["train.batch_size=8", *args.overrides]  # the default batch; the command line's wins
-    cfg = config.config_from_args(args)
+    cfg = config.config_from_args(parser, args)
     if own_data and not os.path.isdir(os.path.join(cfg.data.data_dir, "train")):
-        sys.exit(f"input_pipeline: {cfg.data.data_dir}/train: no such directory (python -m ssd.data.prepare writes it)")
+        parser.fail(f"{cfg.data.data_dir}/train: no such directory (python -m ssd.data.prepare writes it)")
     annotations = os.path.join(COCO128, "annotations", "instances_train2017.json")
     if not own_data and not os.path.isfile(annotations):
-        sys.exit(f"input_pipeline: coco128 not found at {COCO128} (set SSD_COCO128, or pass data.data_dir=DIR)")
+        parser.fail(f"coco128 not found at {COCO128} (set SSD_COCO128, or pass data.data_dir=DIR)")
     tf.config.threading.set_intra_op_parallelism_threads(args.cores)
     tf.config.threading.set_inter_op_parallelism_threads(args.cores)
     with tempfile.TemporaryDirectory() as tmp:

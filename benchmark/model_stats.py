@@ -10,7 +10,6 @@ image, with the variables frozen to constants; the reference gives about 433 GFL
 
 from __future__ import annotations
 
-import argparse
 import os
 
 import numpy as np
@@ -20,7 +19,7 @@ import tensorflow as tf
 from tensorflow.python.framework.convert_to_constants import convert_variables_to_constants_v2
 
 from benchmark import RESULTS, save_result
-from ssd import anchors, config
+from ssd import anchors, cli, config
 from ssd.model import build_model
 
 
@@ -47,11 +46,11 @@ def model_stats(cfg: config.Config) -> dict:
 
 
 def main(argv: list[str] | None = None) -> None:
-    parser = argparse.ArgumentParser(prog="python -m benchmark.model_stats", description=__doc__.splitlines()[0])
+    parser = cli.Parser("benchmark.model_stats", __doc__)
     config.add_config_args(parser)
     parser.add_argument("--out", help="JSON file (default benchmark/results/model_stats_<config>.json)")
     args = parser.parse_args(argv)
-    cfg = config.config_from_args(args)
+    cfg = config.config_from_args(parser, args)
     stats = model_stats(cfg)
     for key, value in stats.items():
         print(f"{key}={value}")

@@ -17,12 +17,10 @@ every setting measured on that device under `runs`.
 
 from __future__ import annotations
 
-import argparse
 import json
 import os
 import platform
 import re
-import sys
 import time
 
 import numpy as np
@@ -32,7 +30,7 @@ import tensorflow as tf
 
 from benchmark import RESULTS, save_result
 from benchmark.model_stats import forward_flops
-from ssd import config, distributed, schedule
+from ssd import cli, config, distributed, schedule
 from ssd.anchors import default_boxes
 from ssd.model import build_model
 from ssd.train import make_optimizer, make_train_step, set_precision
@@ -73,7 +71,8 @@ def peak_tflops(description: str, precision: str) -> float:
         if fragment in description and prec == precision:
             return tflops
     if "GPU" in description.upper() or "NVIDIA" in description.upper():
-        raise SystemExit(f"train_throughput: no peak known for {description!r} in {precision}: pass --peak-tflops")
+        raise SystemExit(f"benchmark.train_throughput: no peak known for {description!r} in {precision}: "
+                         "pass --peak-tflops")
     return cpu_peak_tflops()
 
 
@@ -88,15 +87,15 @@ def generated_batch(cfg, num_boxes: int, seed: int = 0):
 
 
 def main(argv: list[str] | None = None) -> None:
-    parser = argparse.ArgumentParser(prog="python -m benchmark.train_throughput", description=__doc__.splitlines()[0])
+    parser = cli.Parser("benchmark.train_throughput", __doc__)
     config.add_config_args(parser)
     parser.add_argument("--steps", type=int, default=20, help="timed steps")
     parser.add_argument("--warmup", type=int, default=5, help="untimed steps first")
     parser.add_argument("--peak-tflops", type=float, default=0.0, help="the device's peak (default: looked up)")
     parser.add_argument("--out", help="JSON file (default benchmark/results/train_throughput_<device>.json)")
     args = parser.parse_args(argv)
+    cfg = config.config_from_args(parser, args)
     world = distributed.init()
-    cfg = config.config_from_args(args)
     t = cfg.train
 
     slug, description = device_name()
@@ -136,7 +135,7 @@ def main(argv: list[str] | None = None) -> None:
     for key in ("device", "precision", "image_size", "batch_per_rank", "ranks", "images_per_s", "mfu"):
         print(f"{key}={record[key]}")
     if not np.isfinite(final_loss):
-        sys.exit(f"train_throughput: non-finite loss {final_loss}: the figures above are not valid")
+        parser.fail(f"non-finite loss {final_loss}: the figures above are not valid")
     path = args.out or os.path.join(RESULTS, f"train_throughput_{slug}.json")
     runs = []
     if os.path.exists(path):

@@ -13,7 +13,6 @@ runs and score; exits 1 when a rule fails, 2 when DIR is not a directory.
 
 from __future__ import annotations
 
-import argparse
 import glob
 import json
 import logging
@@ -27,6 +26,7 @@ from mlperf_logging.system_desc_checker.system_desc_checker import check_system_
 from compliance.mllog_records import HYPERPARAMETERS
 from compliance.summarize import (AVAILABILITY, BENCHMARK, RUNS_PER_SCORE, SYSTEM_DESC_FIELDS, RunResult,
                                   format_minutes, format_rows, olympic_score, summarize_run)
+from ssd import cli
 from ssd.jsonfile import write_json
 
 OFFICIAL_RULESET = "6.1.0"  # the training ruleset of the installed mlperf_logging (check.sh parses with it)
@@ -280,15 +280,13 @@ def format_report(report: dict) -> str:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m compliance.check_submission",
-                                     description=__doc__.splitlines()[0])
+    parser = cli.Parser("compliance.check_submission", __doc__)
     parser.add_argument("dir", help="the submission folder (holding <org>/results, <org>/systems, ...)")
     parser.add_argument("--division", choices=("closed", "open"), help="default: the system description's")
     parser.add_argument("--json", metavar="REPORT", help="also write the report as JSON here ('-': stdout only)")
     args = parser.parse_args(argv)
     if not os.path.isdir(args.dir):
-        print(f"check_submission: {args.dir}: not a directory", file=sys.stderr)
-        return 2
+        parser.error(f"{args.dir}: not a directory")
     report = check_submission(os.path.normpath(args.dir), args.division)
     if args.json == "-":
         print(json.dumps(report, indent=2))

@@ -10,7 +10,8 @@ summarizer, the submission checker and the tests. A record is the JSON after the
 from __future__ import annotations
 
 import json
-import sys
+
+from ssd import cli
 
 PREFIX = ":::MLLOG "
 # The hyperparameter keys every ssd-large log carries once, during init (design.md, in its order).
@@ -72,18 +73,16 @@ def epochs_trained(records: list[dict]) -> int:
     return stops[-1]["metadata"]["epoch_num"] if stops else 0
 
 
-def main(argv: list[str]) -> int:
-    if len(argv) != 2:
-        print("usage: python -m compliance.mllog_records LOG KEY", file=sys.stderr)
-        return 2
+def main(argv: list[str] | None = None) -> None:
+    parser = cli.Parser("compliance.mllog_records", __doc__)
+    parser.add_argument("log", help="an MLPerf log (mlperf_log.txt)")
+    parser.add_argument("key", help="the MLLOG key whose first value is printed ('' when absent)")
+    args = parser.parse_args(argv)
     try:
-        value = first_value(read_log(argv[0]), argv[1], "")
+        print(first_value(read_log(args.log), args.key, ""))
     except (OSError, ValueError) as err:
-        print(f"mllog_records: {err}", file=sys.stderr)
-        return 1
-    print(value)
-    return 0
+        parser.fail(str(err))
 
 
 if __name__ == "__main__":
-    sys.exit(main(sys.argv[1:]))
+    main()

@@ -18,7 +18,6 @@ those left empty are listed. `python -m compliance.check_submission OUT` checks 
 
 from __future__ import annotations
 
-import argparse
 import importlib.metadata
 import json
 import os
@@ -30,6 +29,7 @@ from dataclasses import asdict, dataclass, field
 
 from compliance.mllog_records import (HYPERPARAMETERS, converged, epochs_trained, first_value, read_log,
                                       run_minutes)
+from ssd import cli
 from ssd.jsonfile import write_json
 
 BENCHMARK = "ssd-large"
@@ -240,7 +240,7 @@ def write_submission(summary: dict, out: str, given_desc: dict, implementation: 
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m compliance.summarize", description=__doc__.splitlines()[0])
+    parser = cli.Parser("compliance.summarize", __doc__)
     parser.add_argument("runs", nargs="+", help="run directories (with mlperf_log.txt) or log files")
     parser.add_argument("--json", help="also write the summary as JSON here")
     parser.add_argument("--submission", metavar="OUT", help="lay out the submission folder under OUT")
@@ -250,7 +250,7 @@ def main(argv: list[str] | None = None) -> int:
     try:
         summary = summarize(args.runs)
     except (FileNotFoundError, ValueError) as err:
-        sys.exit(f"summarize: {err}")
+        parser.fail(str(err))
     print(format_table(summary))
     if args.json:
         write_json(args.json, summary)
@@ -262,7 +262,7 @@ def main(argv: list[str] | None = None) -> int:
         try:
             empty = write_submission(summary, args.submission, given, args.implementation)
         except ValueError as err:
-            sys.exit(f"summarize: {err}")
+            parser.fail(str(err))
         print(f"submission folder: {args.submission}")
         if empty:
             print(f"system description fields to fill in (--system-desc): {', '.join(empty)}")

@@ -5,10 +5,12 @@ Importing the package prepares TensorFlow's start, whoever imports TensorFlow fi
   variables, so users never set TF_USE_LEGACY_KERAS themselves;
 - a calm console: TensorFlow's import and its first device query print, on every machine without
   a GPU, the lines matched by NOISE (CUDA plugin factories registered twice, cuInit failing).
-  Those two steps run with stderr captured; every other line is written back to stderr.
+  Those two steps run with stderr captured (`quiet_stderr`); every other line is written back to
+  stderr. `ssd.train` also starts XLA under it: XLA logs its start the first time it compiles.
 Processes that never import TensorFlow (the background scorer) pay nothing.
 """
 
+import contextlib
 import importlib.abc
 import importlib.util
 import os
@@ -23,6 +25,7 @@ NOISE = re.compile(
     r"Unable to register cu(DNN|FFT|BLAS) factory"
     r"|WARNING: All log messages before absl::InitializeLog\(\) is called are written to STDERR"
     r"|failed call to cuInit"
+    r"|XLA service 0x[0-9a-f]+ initialized for platform|StreamExecutor device \(\d+\): |Compiled cluster using XLA!"
 )
 
 
@@ -46,20 +49,28 @@ class _QuietTensorFlow(importlib.abc.MetaPathFinder, importlib.abc.Loader):
         return self._loader.create_module(spec)
 
     def exec_module(self, module):
-        sys.stderr.flush()
-        saved = os.dup(2)
-        with tempfile.TemporaryFile("w+b") as captured:
-            os.dup2(captured.fileno(), 2)
-            try:
-                self._loader.exec_module(module)
-                module.config.list_physical_devices()  # initialises the platforms (cuInit) now
-            finally:
-                sys.stderr.flush()
-                os.dup2(saved, 2)
-                os.close(saved)
-                captured.seek(0)
-                sys.stderr.write(drop_noise(captured.read().decode(errors="replace")))
-                sys.stderr.flush()
+        with quiet_stderr():
+            self._loader.exec_module(module)
+            module.config.list_physical_devices()  # initialises the platforms (cuInit) now
+
+
+@contextlib.contextmanager
+def quiet_stderr():
+    """Captures fd 2 (C++ logging included) while the block runs, then writes back every line that
+    does not match NOISE."""
+    sys.stderr.flush()
+    saved = os.dup(2)
+    with tempfile.TemporaryFile("w+b") as captured:
+        os.dup2(captured.fileno(), 2)
+        try:
+            yield
+        finally:
+            sys.stderr.flush()
+            os.dup2(saved, 2)
+            os.close(saved)
+            captured.seek(0)
+            sys.stderr.write(drop_noise(captured.read().decode(errors="replace")))
+            sys.stderr.flush()
 
 
 if "tensorflow" not in sys.modules:

@@ -15,12 +15,11 @@ corners). This order is the model's output order (box index = size * f * f + y *
 
 from __future__ import annotations
 
-import argparse
 import math
 
 import numpy as np
 
-from ssd import architecture
+from ssd import architecture, cli
 
 
 def feature_map_sizes(image_size: int, strides) -> list[int]:
@@ -77,11 +76,11 @@ def default_boxes(model_cfg) -> np.ndarray:
 def main(argv: list[str] | None = None) -> None:
     from ssd import config
 
-    parser = argparse.ArgumentParser(prog="python -m ssd.anchors", description=__doc__.splitlines()[0])
+    parser = cli.Parser("ssd.anchors", __doc__)
     config.add_config_args(parser)
     parser.add_argument("--out", required=True, help="output .npy: [n, 4] float32 cx, cy, w, h")
     args = parser.parse_args(argv)
-    cfg = config.config_from_args(args)
+    cfg = config.config_from_args(parser, args)
     boxes = default_boxes(cfg.model)
     np.save(args.out, boxes)
     maps = feature_map_sizes(cfg.model.image_size, cfg.model.strides)

@@ -19,6 +19,7 @@ import sys
 import typing
 from dataclasses import dataclass, field
 
+from ssd import cli
 from ssd.jsonfile import write_json
 
 
@@ -155,8 +156,7 @@ def _demo() -> Config:
             epochs=12,
             # 0.02 at the default global batch of 2 ranks x 16. Measured on 2 CPU ranks: 0.08 (the
             # ssd_large rule's 2.5e-3 per image) left some seeds stuck at all-background (loss ~5.6).
-            base_lr=0.02,
-            lr_reference_batch=32,
+            base_lr=0.02,  # at lr_reference_batch 32
             warmup_steps=100,  # from LR 0 (train.warmup_factor k = 0, as in ssd_large)
             lr_decay_epochs=(10,),
             from_scratch=True,
@@ -175,21 +175,20 @@ def _coco128() -> Config:
     them (open division). Tuned for memorisation on 2 CPU cores (README, "coco128 rehearsal").
     """
     return Config(
-        model=ModelConfig(image_size=300, num_classes=81, width_multiplier=0.125, strides=(1, 1, 2, 2, 2, 1)),
+        model=ModelConfig(image_size=300, width_multiplier=0.125, strides=(1, 1, 2, 2, 2, 1)),  # 81 classes
         data=DataConfig(data_dir="data/coco128/tfrecords", shuffle_buffer=1024, augment=False, cache=True),
         train=TrainConfig(
             batch_size=4,  # per rank: 2 ranks x 4 = 15 steps per epoch of the 126 images
             epochs=160,
             # 0.025 at 2 x 4 images, from LR 0 (k = 0) over 100 steps; 0.075 diverged (NaN).
-            base_lr=0.1,
-            lr_reference_batch=32,
+            base_lr=0.1,  # at lr_reference_batch 32
             warmup_steps=100,
             lr_decay_epochs=(120,),  # late: an early decay (epoch 31) stalled memorisation
             from_scratch=True,
         ),
         # mAP stays near 0 for about 50 epochs, then climbs fast: evaluations after epochs 20, 40,
         # 60, then every 5 epochs, so the run stops soon after the target.
-        eval=EvalConfig(epochs=(20, 40, 60), every=5, every_after=60, batch_size=32),
+        eval=EvalConfig(epochs=(20, 40, 60), every_after=60),  # then every 5
         run=RunConfig(run_dir="runs/coco128", submission_division="open", submission_platform="cpu-2core"),
     )
 
@@ -331,18 +330,18 @@ def add_config_args(parser: argparse.ArgumentParser, default: str = "ssd_large")
     parser.add_argument("overrides", nargs="*", metavar="section.key=value", help="config overrides")
 
 
-def config_from_args(args: argparse.Namespace) -> Config:
-    """The Config for parsed arguments; a ConfigError ends the program with a one-line message."""
+def config_from_args(parser: cli.Parser, args: argparse.Namespace) -> Config:
+    """The Config for parsed arguments; a ConfigError ends the program with `<module>: <reason>`."""
     try:
         return load_config(args.config, args.overrides)
     except ConfigError as err:
-        sys.exit(f"config error: {err}")
+        parser.fail(str(err))
 
 
 def main(argv: list[str] | None = None) -> None:
-    parser = argparse.ArgumentParser(prog="python -m ssd.config", description=__doc__.splitlines()[0])
+    parser = cli.Parser("ssd.config", __doc__)
     add_config_args(parser)
-    cfg = config_from_args(parser.parse_args(argv))
+    cfg = config_from_args(parser, parser.parse_args(argv))
     json.dump(to_dict(cfg), sys.stdout, indent=2)
     print()
     print(f"# eval epochs: {cfg.eval_epochs()}", file=sys.stderr)

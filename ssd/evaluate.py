@@ -11,18 +11,17 @@ result, so every rank returns it or raises. The trainer hands `infer`'s result t
 
 from __future__ import annotations
 
-import argparse
 import dataclasses
 import os
-import sys
 import time
 
 import numpy as np
 
 import tensorflow as tf
 
-from ssd import coco_eval, config, distributed
+from ssd import cli, coco_eval, config, distributed
 from ssd.data import pipeline
+from ssd.data.manifest import read_manifest
 from ssd.postprocess import postprocess
 
 OUTPUT_KEYS = ("boxes", "scores", "classes", "num")
@@ -83,7 +82,7 @@ class Evaluator:
     def __init__(self, detect, cfg: config.Config, rank: int, num_ranks: int):
         self.detect, self.cfg, self.rank, self.num_ranks = detect, cfg, rank, num_ranks
         val_dir = os.path.join(cfg.data.data_dir, "val")
-        self.category_ids = pipeline.read_manifest(val_dir)["category_ids"]
+        self.category_ids = read_manifest(val_dir)["category_ids"]
         self.gt_json = os.path.join(val_dir, "instances.json")
         self.dataset = pipeline.eval_dataset(cfg, rank, num_ranks)
         self.ground_truth = None  # coco_eval.GroundTruth, rank 0
@@ -152,29 +151,29 @@ class Evaluator:
         return summary
 
 
-def model_dir_config(model_path: str, args) -> config.Config:
+def model_dir_config(model_path: str, parser: cli.Parser, args) -> config.Config:
     """config.json of a model directory (or of a checkpoint prefix's directory) with the overrides
     of `args`, or the --config preset with them where there is none."""
     model_dir = model_path if os.path.isdir(model_path) else os.path.dirname(model_path)
     path = os.path.join(model_dir, "config.json")
     if not os.path.isfile(path):
-        return config.config_from_args(args)
+        return config.config_from_args(parser, args)
     try:
         return config.validate(config.apply_overrides(config.read_config(path), args.overrides))
     except config.ConfigError as err:
-        sys.exit(f"config error: {err}")
+        parser.fail(str(err))
 
 
 def main(argv: list[str] | None = None) -> None:
-    parser = argparse.ArgumentParser(prog="python -m ssd.evaluate", description=__doc__.splitlines()[0])
+    parser = cli.Parser("ssd.evaluate", __doc__)
     source = parser.add_mutually_exclusive_group(required=True)
     source.add_argument("--checkpoint", help="checkpoint directory (or prefix) of a tf.train.Checkpoint(model=...)")
     source.add_argument("--saved-model", help="SavedModel directory written by python -m ssd.export")
     parser.add_argument("--out", default="detections.json", help="detections JSON to write (COCO results format)")
     config.add_config_args(parser)
     args = parser.parse_args(argv)
+    cfg = model_dir_config(args.checkpoint or args.saved_model, parser, args)
     world = distributed.init()
-    cfg = model_dir_config(args.checkpoint or args.saved_model, args)
     if args.checkpoint:
         from ssd.anchors import default_boxes
         from ssd.checkpoint import restore_model
@@ -182,7 +181,7 @@ def main(argv: list[str] | None = None) -> None:
         try:
             model = restore_model(args.checkpoint, cfg)
         except FileNotFoundError as err:
-            sys.exit(f"evaluate: {err}")
+            parser.fail(str(err))
         detect = detector(model, cfg, default_boxes(cfg.model))
     else:
         detect = saved_model_detector(args.saved_model)

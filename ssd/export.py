@@ -10,15 +10,13 @@ docs/interfaces.md.
 
 from __future__ import annotations
 
-import argparse
 import dataclasses
 import os
-import sys
 
 import tensorflow as tf
 from tensorflow.python.framework.convert_to_constants import convert_variables_to_constants_v2_as_graph
 
-from ssd import config
+from ssd import cli, config
 from ssd.anchors import default_boxes
 from ssd.model import reference_layout
 from ssd.postprocess import postprocess
@@ -91,16 +89,16 @@ def run_frozen_graph(path: str, images, outputs=OUTPUTS) -> dict:
 def main(argv: list[str] | None = None) -> None:
     from ssd.evaluate import model_dir_config
 
-    parser = argparse.ArgumentParser(prog="python -m ssd.export", description=__doc__.splitlines()[0])
+    parser = cli.Parser("ssd.export", __doc__)
     parser.add_argument("--checkpoint", required=True, help="checkpoint directory (or prefix) of a model")
     parser.add_argument("--out", required=True, help="export directory")
     config.add_config_args(parser)
     args = parser.parse_args(argv)
-    cfg = model_dir_config(args.checkpoint, args)
+    cfg = model_dir_config(args.checkpoint, parser, args)
     try:
         paths = export(args.checkpoint, cfg, args.out)
     except FileNotFoundError as err:
-        sys.exit(f"export: {err}")
+        parser.fail(str(err))
     for name, path in paths.items():
         print(f"{name}: {path}")
 

@@ -10,7 +10,6 @@ before anything is written.
 
 from __future__ import annotations
 
-import argparse
 import os
 import re
 
@@ -19,7 +18,7 @@ import numpy as np
 import tensorflow as tf
 import tf_keras
 
-from ssd import config
+from ssd import cli, config
 from ssd.model import build_model
 from ssd.torch_pickle import TorchFileError, load_state_dict
 
@@ -124,17 +123,17 @@ def import_weights(fmt: str, src: str, out_dir: str, cfg: config.Config) -> str:
 
 
 def main(argv: list[str] | None = None) -> None:
-    parser = argparse.ArgumentParser(prog="python -m ssd.import_weights", description=__doc__.splitlines()[0])
+    parser = cli.Parser("ssd.import_weights", __doc__)
     parser.add_argument("--format", required=True, choices=("torchvision", "reference"))
     parser.add_argument("src", help="PyTorch state dict (.pth), zip or legacy format")
     parser.add_argument("--out", required=True, help="checkpoint directory to write")
     config.add_config_args(parser)
     args = parser.parse_intermixed_args(argv)  # SRC and the key=value overrides may mix with options
-    cfg = config.config_from_args(args)
+    cfg = config.config_from_args(parser, args)
     try:
         path = import_weights(args.format, args.src, args.out, cfg)
     except (TorchFileError, WeightImportError, OSError) as err:
-        raise SystemExit(f"import_weights: {err}")
+        parser.fail(str(err))
     print(f"wrote {path} and {os.path.join(args.out, 'config.json')}")
 
 

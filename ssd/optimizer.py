@@ -13,8 +13,11 @@ import tf_keras
 class SGD(tf_keras.optimizers.Optimizer):
     def __init__(self, learning_rate, momentum: float = 0.9, weight_decay: float = 0.0,
                  exclude_bn_bias: bool = False, name: str = "SGD"):
-        # jit_compile=False: the train step decides about XLA for the whole forward/backward pass.
-        super().__init__(name=name, jit_compile=False)
+        # Every variable's update is compiled by XLA, also on a CPU (tf_keras does so only with a GPU):
+        # run by TensorFlow's kernels, the update of a small vector (batch-norm scales, biases) came
+        # out 1 ulp apart on two ranks from bitwise-equal inputs, and the ranks' weights drifted apart.
+        super().__init__(name=name, jit_compile=True)
+        self.jit_compile = True
         self._learning_rate = self._build_learning_rate(learning_rate)
         self.momentum = float(momentum)
         self.l2 = float(weight_decay)

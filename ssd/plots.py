@@ -9,7 +9,6 @@ detections in red with class and score) from RUN_DIR/detections.json and the val
 
 from __future__ import annotations
 
-import argparse
 import json
 import os
 
@@ -18,6 +17,8 @@ import matplotlib
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
+
+from ssd import cli  # noqa: E402
 
 
 def plot_training_curves(epochs: list[dict], target_map: float, out_png: str) -> None:
@@ -78,12 +79,10 @@ def _val_images(val_dir: str, count: int) -> list[tuple[int, np.ndarray]]:
     import tensorflow as tf
 
     from ssd.data import records
+    from ssd.data.manifest import read_manifest
 
-    files = sorted(tf.io.gfile.glob(os.path.join(val_dir, "*.tfrecord")))
-    if not files:
-        raise SystemExit(f"ssd.plots: no TFRecords in {val_dir}")
     out = []
-    for serialized in tf.data.TFRecordDataset(files).take(count):
+    for serialized in tf.data.TFRecordDataset(read_manifest(val_dir)["paths"]).take(count):
         parsed = records.parse(serialized)
         out.append((int(parsed["image_id"]), tf.io.decode_jpeg(parsed["jpeg"], channels=3).numpy()))
     return out
@@ -118,7 +117,7 @@ def render_run(run_dir: str, num_images: int = 6) -> list[str]:
 
 
 def main(argv: list[str] | None = None) -> None:
-    parser = argparse.ArgumentParser(prog="python -m ssd.plots", description=__doc__.splitlines()[0])
+    parser = cli.Parser("ssd.plots", __doc__)
     parser.add_argument("run_dir")
     parser.add_argument("--images", type=int, default=6, help="val images in predictions.png (default 6)")
     args = parser.parse_args(argv)

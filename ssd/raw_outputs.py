@@ -8,14 +8,13 @@ reference takes them in, its `py_location_pred` [N, 4, n] and `py_cls_pred` [N, 
 
 from __future__ import annotations
 
-import argparse
 import os
 
 import numpy as np
 
 import tensorflow as tf
 
-from ssd import config
+from ssd import cli, config
 from ssd.checkpoint import restore_model
 from ssd.model import reference_layout
 
@@ -32,7 +31,7 @@ def raw_outputs(model, images_nchw: np.ndarray, batch_size: int = 8) -> dict:
 
 
 def main(argv: list[str] | None = None) -> None:
-    parser = argparse.ArgumentParser(prog="python -m ssd.raw_outputs", description=__doc__.splitlines()[0])
+    parser = cli.Parser("ssd.raw_outputs", __doc__)
     parser.add_argument("--checkpoint", required=True, help="checkpoint directory with config.json")
     parser.add_argument("--input", required=True, help=".npy [N, 3, S, S] float32 preprocessed images")
     parser.add_argument("--out", required=True, help=".npz to write")
@@ -42,11 +41,11 @@ def main(argv: list[str] | None = None) -> None:
     try:
         model = restore_model(args.checkpoint, cfg)
     except FileNotFoundError as err:
-        raise SystemExit(f"raw_outputs: {err}") from None
+        parser.fail(str(err))
     images = np.load(args.input)
     size = cfg.model.image_size
     if images.ndim != 4 or images.shape[1:] != (3, size, size):
-        raise SystemExit(f"raw_outputs: {args.input} has shape {images.shape}, the model takes [N, 3, {size}, {size}]")
+        parser.fail(f"{args.input} has shape {images.shape}, the model takes [N, 3, {size}, {size}]")
     out = raw_outputs(model, images.astype(np.float32), args.batch_size)
     np.savez(args.out, **out)
     print(f"{args.out}: " + ", ".join(f"{k} {list(v.shape)}" for k, v in out.items()))

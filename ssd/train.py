@@ -29,7 +29,6 @@ epoch ended without it, 2 on a non-finite loss, 3 when the background scorer fai
 
 from __future__ import annotations
 
-import argparse
 import dataclasses
 import json
 import math
@@ -43,9 +42,10 @@ import tensorflow as tf
 import tf_keras
 import tqdm
 
-from ssd import checkpoint, coco_eval, config, distributed, schedule
+from ssd import checkpoint, cli, coco_eval, config, distributed, quiet_stderr, schedule
 from ssd.anchors import default_boxes
 from ssd.data import pipeline
+from ssd.data.manifest import read_manifest
 from ssd.evaluate import Evaluator, detector
 from ssd.jsonfile import write_json
 from ssd.loss import ssd_loss
@@ -86,8 +86,9 @@ def make_train_step(model, optimizer, cfg, rank: int = 0):
 
     train_step(images [B,H,W,3] float32, loc_targets [B,n,4], cls_targets [B,n] int32) -> the loss
     averaged over ranks (float32 scalar, the same on every rank). Gradients are averaged over ranks
-    by Horovod; with train.xla the forward and backward pass are compiled by XLA (the allreduce and
-    the update stay outside). train.debug_nan_step > 0 makes rank 0's loss NaN at that update.
+    by Horovod; with train.xla the forward and backward pass are compiled by XLA (the allreduce
+    stays outside; the update is always compiled, ssd.optimizer). train.debug_nan_step > 0 makes
+    rank 0's loss NaN at that update.
     """
     t = cfg.train
     variables = model.trainable_variables
@@ -267,7 +268,7 @@ def setup(cfg: config.Config, resume: bool = False) -> TrainState:
     world = distributed.init()
     ckpt_dir = os.path.join(cfg.run.run_dir, "checkpoints")
     if not resume and tf.train.latest_checkpoint(ckpt_dir):
-        raise SystemExit(f"{ckpt_dir} already holds checkpoints: pass --resume to continue that run, "
+        raise SystemExit(f"ssd.train: {ckpt_dir} already holds checkpoints: pass --resume to continue that run, "
                          "or set run.run_dir to a new directory")
     mll = MLLogger(os.path.join(cfg.run.run_dir, "mlperf_log.txt"), world.rank, stdout=cfg.run.echo_mllog)
     distributed.on_termination(mll.abort_run)  # a rank ended by its launcher still logs run_stop
@@ -275,7 +276,7 @@ def setup(cfg: config.Config, resume: bool = False) -> TrainState:
     with mll.block("init"):
         state = _build(cfg, world, mll)
         restored = _load_weights(state, resume)
-        num_shards = len(pipeline.read_manifest(os.path.join(cfg.data.data_dir, "train"))["shards"])
+        num_shards = len(read_manifest(os.path.join(cfg.data.data_dir, "train"))["shards"])
         shards = {e: pipeline.train_shards(num_shards, world.rank, world.size, state.seed, e)
                   for e in range(1, cfg.train.epochs + 1)}
         print(f"{distributed.describe(world)}: train shards (of {num_shards}) by epoch {shards}", flush=True)
@@ -305,12 +306,12 @@ def _build(cfg: config.Config, world: distributed.World, mll: MLLogger) -> Train
     """The state with a freshly initialised model: the run's sizes, seed, schedule, optimizer, step."""
     t = cfg.train
     global_batch = t.batch_size * world.size
-    num_train = pipeline.read_manifest(os.path.join(cfg.data.data_dir, "train"))["num_records"]
+    num_train = read_manifest(os.path.join(cfg.data.data_dir, "train"))["num_records"]
     eval_epochs = frozenset(cfg.eval_epochs())
-    num_val = pipeline.read_manifest(os.path.join(cfg.data.data_dir, "val"))["num_records"] if eval_epochs else 0
+    num_val = read_manifest(os.path.join(cfg.data.data_dir, "val"))["num_records"] if eval_epochs else 0
     steps_per_epoch = pipeline.steps_per_epoch(num_train, global_batch)
     if steps_per_epoch < 1:
-        raise SystemExit(f"{cfg.data.data_dir}/train: {num_train} records are less than one global batch "
+        raise SystemExit(f"ssd.train: {cfg.data.data_dir}/train: {num_train} records are less than one global batch "
                          f"({global_batch})")
     # train.seed, or (for -1) a fresh seed drawn on rank 0 and shared with every rank.
     seed = t.seed if t.seed >= 0 else int.from_bytes(os.urandom(4), "little") % 2**31
@@ -346,7 +347,7 @@ def _load_weights(state: TrainState, resume: bool) -> str | None:
         state.saved_step = state.step
     elif not t.from_scratch:
         if not t.backbone_weights:
-            raise SystemExit("train.backbone_weights is empty: import the torchvision ResNet34 weights "
+            raise SystemExit("ssd.train: train.backbone_weights is empty: import the torchvision ResNet34 weights "
                              "(python -m ssd.import_weights) or set train.from_scratch=true")
         checkpoint.restore_backbone(state.model.backbone, t.backbone_weights)
     distributed.broadcast(state.model.variables + list(state.optimizer.variables))
@@ -367,12 +368,16 @@ def _start_evaluation(state: TrainState) -> None:
 def _trace(state: TrainState) -> None:
     """Traces the train step and the detector now, once: tracing reads no data and changes no
     weight, so it belongs to the initialisation (MLPerf allows such warm-up before run_start).
-    With train.xla, XLA still compiles at the first call (the first step, the first evaluation)."""
+    XLA still compiles at the first call: the first step's update (ssd.optimizer) and, with
+    train.xla, its forward and backward pass and the first evaluation. XLA's one-time start-up
+    lines come here, from a trivial compilation, and are dropped (ssd.quiet_stderr)."""
     b, s, n = state.cfg.train.batch_size, state.cfg.model.image_size, len(state.anchors)
     state.train_step.get_concrete_function(tf.TensorSpec([b, s, s, 3], tf.float32),
                                            tf.TensorSpec([b, n, 4], tf.float32), tf.TensorSpec([b, n], tf.int32))
     if state.evaluator is not None:
         state.evaluator.detect.get_concrete_function()
+    with quiet_stderr():
+        tf.function(lambda: tf.zeros([1]) + 1.0, jit_compile=True)()
 
 
 # -- the timed run --------------------------------------------------------------------------------
@@ -613,12 +618,12 @@ def _finish(state: TrainState, timed, failure: Exception | None) -> None:
 
 
 def main(argv: list[str] | None = None) -> None:
-    parser = argparse.ArgumentParser(prog="python -m ssd.train", description=__doc__.splitlines()[0])
+    parser = cli.Parser("ssd.train", __doc__)
     config.add_config_args(parser)
     parser.add_argument("--resume", action="store_true",
                         help="continue the run in run.run_dir from its latest checkpoint")
     args = parser.parse_args(argv)
-    sys.exit(train(config.config_from_args(args), resume=args.resume))
+    sys.exit(train(config.config_from_args(parser, args), resume=args.resume))
 
 
 if __name__ == "__main__":

@@ -85,7 +85,7 @@ def test_cli_bad_override_is_one_line(repo_root):
     proc = subprocess.run([sys.executable, "-m", "ssd.config", "train.batch_size=abc"], cwd=repo_root,
                           capture_output=True, text=True)
     assert proc.returncode != 0
-    assert proc.stderr.strip() == "config error: train.batch_size: expected int, got 'abc'"
+    assert proc.stderr.strip() == "ssd.config: train.batch_size: expected int, got 'abc'"
 
 
 def test_cli_prints_resolved_config(repo_root):

@@ -34,6 +34,17 @@ def test_other_start_up_lines_are_kept(repo_root):
     assert not ssd.NOISE.search(stderr), stderr
 
 
+def test_xla_starts_quietly_under_quiet_stderr(repo_root):
+    # What ssd.train's _trace does: XLA logs its start (3 info lines) at its first compilation.
+    code = ("import ssd, tensorflow as tf\n"
+            "with ssd.quiet_stderr():\n"
+            "    print(int(tf.function(lambda: tf.constant(2) + 1, jit_compile=True)()))\n"
+            "print(int(tf.function(lambda: tf.constant(3) + 1, jit_compile=True)()))")
+    proc = subprocess.run([sys.executable, "-c", code], cwd=repo_root, capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0 and proc.stdout == "3\n4\n", proc.stderr
+    assert not re.search(r"XLA|StreamExecutor|I0000", proc.stderr), proc.stderr
+
+
 def test_drop_noise_drops_exactly_the_noise():
     text = ("2026-11-29 E external/local_xla/xla/stream_executor/cuda/cuda_fft.cc:477] Unable to register cuFFT "
             "factory: Attempting to register factory for plugin cuFFT when one has already been registered\n"
@@ -42,6 +53,11 @@ def test_drop_noise_drops_exactly_the_noise():
             "E0000 00:00:1795994051.636924 19008 cuda_blas.cc:1418] Unable to register cuBLAS factory: ...\n"
             "E external/local_xla/xla/stream_executor/cuda/cuda_driver.cc:152] failed call to cuInit: "
             "INTERNAL: CUDA error: Failed call to cuInit: UNKNOWN ERROR (303)\n"
+            "I0000 00:00:1796009995.470388 9103 service.cc:148] XLA service 0x7f94f42ab240 initialized for "
+            "platform Host (this does not guarantee that XLA will be used). Devices:\n"
+            "I0000 00:00:1796009995.470701 9103 service.cc:156]   StreamExecutor device (0): Host, Default Version\n"
+            "I0000 00:00:1796009995.581426 9103 device_compiler.h:188] Compiled cluster using XLA!  This line is "
+            "logged at most once for the lifetime of the process.\n"
             "E tensorflow/core/framework/op_kernel.cc:1] a real error\n"
             "no newline at the end")
     assert ssd.drop_noise(text) == "E tensorflow/core/framework/op_kernel.cc:1] a real error\nno newline at the end"

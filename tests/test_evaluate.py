@@ -16,6 +16,7 @@ from ssd.anchors import boxes_per_location, default_boxes
 from ssd.data import prepare, synthetic
 from ssd.evaluate import Evaluator, detector
 from ssd.model import build_model
+from ssd.data.manifest import read_manifest
 
 from conftest import require_module
 
@@ -184,7 +185,7 @@ def test_failure_on_rank_0_stops_every_rank(hvd_launch, setup, tmp_path):
 def test_cli_without_a_checkpoint_names_the_directory(hvd_launch, tmp_path):
     proc = hvd_launch(["-m", "ssd.evaluate", "--checkpoint", str(tmp_path)], launcher="single", timeout=120,
                       check=False)
-    assert proc.returncode != 0 and f"evaluate: {tmp_path}: no checkpoint there" in proc.stdout
+    assert proc.returncode != 0 and f"ssd.evaluate: {tmp_path}: no checkpoint there" in proc.stdout
 
 
 def test_imported_reference_weights_score_as_the_pytorch_reference_pipeline(setup, tmp_path):
@@ -213,7 +214,7 @@ def test_imported_reference_weights_score_as_the_pytorch_reference_pipeline(setu
     anchors = default_boxes(m)
     ours = evaluate(restore_model(str(tmp_path / "imported"), cfg), cfg, out_json=str(tmp_path / "ours.json"))
 
-    category_ids = pipeline.read_manifest(str(data / "val"))["category_ids"]
+    category_ids = read_manifest(str(data / "val"))["category_ids"]
     records = []
     for batch in pipeline.eval_dataset(cfg, 0, 1):
         with torch.no_grad():

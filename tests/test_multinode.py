@@ -25,6 +25,7 @@ import tensorflow as tf
 from compliance import mllog_records
 from ssd import distributed
 from ssd.data import pipeline
+from ssd.data.manifest import read_manifest
 from conftest import ROOT, launch, require
 
 HOSTS_SH = ROOT / "tests" / "multinode" / "hosts.sh"
@@ -294,7 +295,7 @@ def assert_both_nodes_trained(out: str, run_dir: Path, epochs: int) -> None:
     assert {ranks[0][3], ranks[1][3]} == {"node1", "node2"}
     assert len({ranks[0][4], ranks[1][4], os.readlink("/proc/self/ns/net")}) == 3
     # Every epoch: the ranks' shard files are disjoint and cover the train set, as train_records reads them.
-    num_shards = len(pipeline.read_manifest(str(DEMO_DATA / "train"))["shards"])
+    num_shards = len(read_manifest(str(DEMO_DATA / "train"))["shards"])
     shards = {r: ast.literal_eval(m[6]) for r, m in ranks.items()}
     assert all(int(m[5]) == num_shards for m in ranks.values())
     assert list(shards[0]) == list(shards[1]) == list(range(1, epochs + 1))
@@ -332,15 +333,10 @@ def test_mpirun_across_two_nodes_reaches_the_target(rehearsals):
     assert_both_nodes_trained(out, run_dir, epochs=12)
 
 
-MPIRUN_WEIGHTS_DEFECT = pytest.mark.xfail(
-    strict=True, reason="open defect (docs/multinode.md): the two ranks' final weights differ after the mpirun "
-    "run to the target across two hosts; cause not found yet. strict: the test fails once they agree")
-
-
 @pytest.mark.slow
-@pytest.mark.parametrize("launcher", [pytest.param("mpirun", marks=MPIRUN_WEIGHTS_DEFECT), "horovodrun"])
+@pytest.mark.parametrize("launcher", ["mpirun", "horovodrun"])
 def test_both_nodes_end_with_the_same_weights(rehearsals, launcher):
-    """The mpirun run to the target is a known failure (MPIRUN_WEIGHTS_DEFECT); horovodrun's 20 steps agree."""
+    """Bitwise: the mpirun run to the target and horovodrun's steps (the update is compiled, ssd.optimizer)."""
     run, _ = rehearsals(launcher)
     assert_same_final_weights(run.output)
 

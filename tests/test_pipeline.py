@@ -12,6 +12,7 @@ from ssd.anchors import default_boxes
 from ssd.config import load_config
 from ssd.data import augment, pipeline, prepare, records, synthetic
 from ssd.matching import match
+from ssd.data.manifest import read_manifest
 
 
 @pytest.fixture(scope="module")
@@ -33,6 +34,15 @@ def test_step_counts_by_hand():
     assert pipeline.steps_per_epoch(7, 8) == 0
     assert pipeline.eval_num_batches(128, 3, 5) == 9  # ranks hold 43, 43, 42 images
     assert pipeline.eval_num_batches(5000, 8, 32) == 20
+
+
+def test_train_and_eval_datasets_run_without_the_autotuning_thread(coco128_dir):
+    # Destroying an iterator waited for that thread's sleep (up to 60 s): 38 s at one rank's epoch
+    # end in a default run (docs/training.md, "Where the time goes").
+    cfg = _cfg(coco128_dir)
+    train = pipeline.train_dataset(cfg, np.zeros([8, 4], np.float32), 0, 1, seed=1, epoch=1)
+    for ds in (train, pipeline.eval_dataset(cfg, 0, 1)):
+        assert ds.options().autotune.enabled is False
 
 
 def _rank_ids(cfg, num_ranks, seed, epoch):
@@ -93,7 +103,7 @@ def _assert_same(a, b):
 
 def _record_ids_name_the_records(cfg, rank, num_ranks, seed, epoch):
     """train_records(record_ids=True) is the plain stream with ids: id k is the k-th record of the shards."""
-    manifest = pipeline.read_manifest(str(cfg.data.data_dir) + "/train")
+    manifest = read_manifest(str(cfg.data.data_dir) + "/train")
     image_ids = [int(records.parse(s)["image_id"]) for s in tf.data.TFRecordDataset(manifest["paths"])]
     plain, _ = pipeline.train_records(cfg, rank, num_ranks, seed, epoch)
     ids, _ = pipeline.train_records(cfg, rank, num_ranks, seed, epoch, record_ids=True)
@@ -187,7 +197,7 @@ def test_encoded_targets_decode_back_to_the_boxes(tmp_path):
                     str(tmp_path / "train"), num_shards=1)
     cfg = _cfg(tmp_path)
     anchors = default_boxes(cfg.model)
-    manifest = pipeline.read_manifest(str(tmp_path / "train"))
+    manifest = read_manifest(str(tmp_path / "train"))
     for i, serialized in enumerate(tf.data.TFRecordDataset(manifest["paths"])):
         parsed = records.parse(serialized)
         _, boxes, labels, crowd = pipeline.train_example(cfg, anchors, parsed, tf.constant([9, i], tf.int64),
@@ -206,7 +216,7 @@ def test_encoded_targets_decode_back_to_the_boxes(tmp_path):
 
 def _crowd_records(coco128_dir):
     """The coco128 train records that hold crowd boxes, those boxes' labels replaced by 999."""
-    manifest = pipeline.read_manifest(str(coco128_dir / "train"))
+    manifest = read_manifest(str(coco128_dir / "train"))
     out = []
     for serialized in tf.data.TFRecordDataset(manifest["paths"]):
         parsed = records.parse(serialized)
@@ -257,7 +267,7 @@ def test_empty_images_are_background(coco128_dir):
 
 def test_eval_every_image_exactly_once(coco128_dir):
     cfg = _cfg(coco128_dir)
-    manifest = pipeline.read_manifest(str(coco128_dir / "val"))
+    manifest = read_manifest(str(coco128_dir / "val"))
     sizes = {}
     for s in tf.data.TFRecordDataset(manifest["paths"]):
         r = records.parse(s)

@@ -44,21 +44,8 @@ import numpy as np
 import tensorflow as tf
 
 from ssd.data import augment, records
+from ssd.data.manifest import FILE as MANIFEST, read_manifest
 from ssd.matching import match
-
-def read_manifest(split_dir: str) -> dict:
-    """The manifest of a finished conversion in split_dir, with `paths` (absolute shard paths) added."""
-    path = os.path.join(split_dir, "manifest.json")
-    if not os.path.isfile(path):
-        raise FileNotFoundError(f"{path} not found: convert the data with `python -m ssd.data.prepare ... --out "
-                                f"{split_dir}` (an interrupted conversion leaves no manifest)")
-    with open(path) as f:
-        manifest = json.load(f)
-    manifest["paths"] = [os.path.join(split_dir, s["file"]) for s in manifest["shards"]]
-    missing = [p for p in manifest["paths"] if not os.path.isfile(p)]
-    if missing:
-        raise FileNotFoundError(f"{path} lists {len(missing)} shard(s) that are missing, e.g. {missing[0]}")
-    return manifest
 
 
 def steps_per_epoch(num_records: int, global_batch: int) -> int:
@@ -151,8 +138,14 @@ def normalise(image: tf.Tensor, scale: tf.Tensor, bias: tf.Tensor) -> tf.Tensor:
 
 
 def _options(deterministic: bool) -> tf.data.Options:
+    """The options of the train and eval datasets. tf.data's autotuning model is off: its thread
+    sleeps for up to 60 s between optimisations, and destroying an iterator (the end of every epoch
+    and evaluation) waited for it, measured at 38 s of one rank's epoch end on the default run while
+    the other ranks waited. The AUTOTUNE parallelism and prefetch sizes then keep their defaults
+    (the threads of tf.data's pool, a prefetch buffer grown on demand)."""
     options = tf.data.Options()
     options.deterministic = deterministic
+    options.autotune.enabled = False
     return options
 
 
@@ -209,7 +202,7 @@ def cached_split(cfg, anchors) -> dict:
     train_dir = os.path.join(cfg.data.data_dir, "train")
     manifest = read_manifest(train_dir)
     anchors = np.asarray(anchors, np.float32)
-    key = json.dumps([os.path.abspath(train_dir), os.stat(os.path.join(train_dir, "manifest.json")).st_mtime_ns,
+    key = json.dumps([os.path.abspath(train_dir), os.stat(os.path.join(train_dir, MANIFEST)).st_mtime_ns,
                       dataclasses.asdict(cfg.data), dataclasses.asdict(cfg.model), hashlib.sha1(anchors).hexdigest()])
     if _cache.get("key") == key:
         return _cache["split"]
@@ -296,4 +289,4 @@ def eval_dataset(cfg, rank: int, num_ranks: int) -> tf.data.Dataset:
     ds = tf.data.TFRecordDataset(manifest["paths"]).shard(num_ranks, rank)
     ds = ds.map(lambda s: eval_example(cfg, records.parse(s)), num_parallel_calls=tf.data.AUTOTUNE, deterministic=True)
     ds = ds.concatenate(tf.data.Dataset.from_tensors(pad).repeat(padding))
-    return ds.batch(batch, drop_remainder=True).prefetch(tf.data.AUTOTUNE)
+    return ds.batch(batch, drop_remainder=True).prefetch(tf.data.AUTOTUNE).with_options(_options(True))

@@ -7,19 +7,19 @@ loose files, and all bad COCO input is met here, where it is skipped or repaired
 manifest, never dropped silently. Layout, image selection and bad-input rules: docs/interfaces.md.
 """
 
-import argparse
 import glob
 import io
 import json
 import math
 import multiprocessing
 import os
-import sys
 import time
 
 import numpy as np
 from PIL import Image
 
+from ssd import cli
+from ssd.data.manifest import FILE as MANIFEST, write_manifest
 from ssd.jsonfile import write_json
 
 SPLITS = ("train", "val")
@@ -184,7 +184,7 @@ def _write_shard(job: tuple) -> dict:
 
 
 def _clear(out: str, overwrite: bool) -> None:
-    manifest = os.path.join(out, "manifest.json")
+    manifest = os.path.join(out, MANIFEST)
     if os.path.exists(manifest):
         if not overwrite:
             raise PrepareError(f"{out} holds a finished conversion ({manifest}); pass --overwrite to replace it")
@@ -241,7 +241,7 @@ def prepare(image_dir: str, annotations: str, split: str, out: str, num_shards: 
     }
     if split == "val":
         _write_ground_truth(data, items, bad_images, category_ids, os.path.join(out, "instances.json"))
-    write_json(os.path.join(out, "manifest.json"), manifest, indent=1)
+    write_manifest(out, manifest)
     return manifest
 
 
@@ -265,14 +265,14 @@ def report(manifest: dict, out: str, limit: int = 10) -> str:
     for s in manifest["skipped"][:limit]:
         lines.append(f"  {s}")
     if len(manifest["skipped"]) > limit:
-        lines.append(f"  ... {len(manifest['skipped']) - limit} more in {os.path.join(out, 'manifest.json')}")
+        lines.append(f"  ... {len(manifest['skipped']) - limit} more in {os.path.join(out, MANIFEST)}")
     for n in manifest["notes"][:limit]:
         lines.append(f"note: {n}")
     return "\n".join(lines)
 
 
 def main(argv: list[str] | None = None) -> None:
-    parser = argparse.ArgumentParser(prog="python -m ssd.data.prepare", description=__doc__.splitlines()[0])
+    parser = cli.Parser("ssd.data.prepare", __doc__)
     parser.add_argument("--coco-dir", required=True, help="holds <image-set>/ and annotations/")
     parser.add_argument("--split", required=True, choices=SPLITS)
     parser.add_argument("--out", required=True, help="output directory for this split")
@@ -288,7 +288,7 @@ def main(argv: list[str] | None = None) -> None:
                            os.path.join(args.coco_dir, "annotations", f"instances_{image_set}.json"),
                            args.split, args.out, args.shards, args.workers, args.overwrite)
     except PrepareError as err:
-        sys.exit(f"prepare: {err}")
+        parser.fail(str(err))
     print(report(manifest, args.out))
     print(f"done in {time.time() - start:.1f} s")
 

@@ -7,7 +7,6 @@ so the real converter, pipeline and scorer run on it unchanged. Image i of a spl
 generator seeded by (seed, split, i), so the output does not depend on the number of workers.
 """
 
-import argparse
 import multiprocessing
 import os
 import time
@@ -15,6 +14,7 @@ import time
 import numpy as np
 from PIL import Image, ImageDraw
 
+from ssd import cli
 from ssd.jsonfile import write_json
 
 # COCO-style category ids: not contiguous, not starting at 1 (the converter maps them to 1..3).
@@ -128,7 +128,7 @@ def write_split(out: str, split: str, count: int, seed: int, workers: int) -> st
 
 
 def main(argv: list[str] | None = None) -> None:
-    parser = argparse.ArgumentParser(prog="python -m ssd.data.synthetic", description=__doc__.splitlines()[0])
+    parser = cli.Parser("ssd.data.synthetic", __doc__)
     parser.add_argument("--out", required=True, help="output directory (COCO layout)")
     parser.add_argument("--train", type=int, default=2000, help="train2017 images (default 2000)")
     parser.add_argument("--val", type=int, default=200, help="val2017 images (default 200)")
