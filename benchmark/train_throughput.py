@@ -71,8 +71,7 @@ def peak_tflops(description: str, precision: str) -> float:
         if fragment in description and prec == precision:
             return tflops
     if "GPU" in description.upper() or "NVIDIA" in description.upper():
-        raise SystemExit(f"benchmark.train_throughput: no peak known for {description!r} in {precision}: "
-                         "pass --peak-tflops")
+        raise ValueError(f"no peak known for {description!r} in {precision}: pass --peak-tflops")
     return cpu_peak_tflops()
 
 
@@ -118,7 +117,10 @@ def main(argv: list[str] | None = None) -> None:
     seconds = time.perf_counter() - start
 
     per_rank = args.steps * t.batch_size / seconds
-    peak = args.peak_tflops or peak_tflops(description, t.precision)
+    try:
+        peak = args.peak_tflops or peak_tflops(description, t.precision)
+    except ValueError as err:
+        parser.fail(str(err))
     mfu = per_rank * 3 * gflops / (peak * 1e3)
     record = {
         "command": " ".join(["python -m benchmark.train_throughput --config", args.config, *args.overrides,

@@ -121,7 +121,11 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("run_dir")
     parser.add_argument("--images", type=int, default=6, help="val images in predictions.png (default 6)")
     args = parser.parse_args(argv)
-    for path in render_run(args.run_dir, args.images):
+    try:
+        paths = render_run(args.run_dir, args.images)
+    except FileNotFoundError as err:  # the run's config.json or metrics.json, the val manifest or shards
+        parser.fail(str(err))
+    for path in paths:
         print(path)
 
 

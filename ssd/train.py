@@ -62,6 +62,10 @@ EXIT_SCORER_FAILED = 3
 _POLICIES = {"float32": "float32", "bfloat16": "mixed_bfloat16", "float16": "mixed_float16"}
 
 
+class SetupError(RuntimeError):
+    """The run cannot start (its run directory, data or weights); `main` prints it in one line."""
+
+
 class NonFiniteLoss(RuntimeError):
     """The rank-averaged loss of a step is NaN or infinite (every rank raises it at the same step)."""
 
@@ -268,7 +272,7 @@ def setup(cfg: config.Config, resume: bool = False) -> TrainState:
     world = distributed.init()
     ckpt_dir = os.path.join(cfg.run.run_dir, "checkpoints")
     if not resume and tf.train.latest_checkpoint(ckpt_dir):
-        raise SystemExit(f"ssd.train: {ckpt_dir} already holds checkpoints: pass --resume to continue that run, "
+        raise SetupError(f"{ckpt_dir} already holds checkpoints: pass --resume to continue that run, "
                          "or set run.run_dir to a new directory")
     mll = MLLogger(os.path.join(cfg.run.run_dir, "mlperf_log.txt"), world.rank, stdout=cfg.run.echo_mllog)
     distributed.on_termination(mll.abort_run)  # a rank ended by its launcher still logs run_stop
@@ -288,8 +292,8 @@ def setup(cfg: config.Config, resume: bool = False) -> TrainState:
         if state.scorer is not None:
             try:
                 state.scorer.ready()
-            except ScorerFailed as err:  # e.g. val/instances.json unreadable: one line, not a traceback
-                raise SystemExit(f"ssd.train: {err}") from None
+            except ScorerFailed as err:  # e.g. val/instances.json unreadable
+                raise SetupError(str(err)) from None
         if world.rank == 0:
             config.write_config(cfg, cfg.run.run_dir)
             config.write_config(cfg, ckpt_dir)
@@ -311,7 +315,7 @@ def _build(cfg: config.Config, world: distributed.World, mll: MLLogger) -> Train
     num_val = read_manifest(os.path.join(cfg.data.data_dir, "val"))["num_records"] if eval_epochs else 0
     steps_per_epoch = pipeline.steps_per_epoch(num_train, global_batch)
     if steps_per_epoch < 1:
-        raise SystemExit(f"ssd.train: {cfg.data.data_dir}/train: {num_train} records are less than one global batch "
+        raise SetupError(f"{cfg.data.data_dir}/train: {num_train} records are less than one global batch "
                          f"({global_batch})")
     # train.seed, or (for -1) a fresh seed drawn on rank 0 and shared with every rank.
     seed = t.seed if t.seed >= 0 else int.from_bytes(os.urandom(4), "little") % 2**31
@@ -347,9 +351,12 @@ def _load_weights(state: TrainState, resume: bool) -> str | None:
         state.saved_step = state.step
     elif not t.from_scratch:
         if not t.backbone_weights:
-            raise SystemExit("ssd.train: train.backbone_weights is empty: import the torchvision ResNet34 weights "
+            raise SetupError("train.backbone_weights is empty: import the torchvision ResNet34 weights "
                              "(python -m ssd.import_weights) or set train.from_scratch=true")
-        checkpoint.restore_backbone(state.model.backbone, t.backbone_weights)
+        try:
+            checkpoint.restore_backbone(state.model.backbone, t.backbone_weights)
+        except FileNotFoundError as err:
+            raise SetupError(str(err)) from None
     distributed.broadcast(state.model.variables + list(state.optimizer.variables))
     return restored
 
@@ -623,7 +630,12 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--resume", action="store_true",
                         help="continue the run in run.run_dir from its latest checkpoint")
     args = parser.parse_args(argv)
-    sys.exit(train(config.config_from_args(parser, args), resume=args.resume))
+    cfg = config.config_from_args(parser, args)
+    try:
+        code = train(cfg, resume=args.resume)
+    except SetupError as err:
+        parser.fail(str(err))
+    sys.exit(code)
 
 
 if __name__ == "__main__":
