@@ -69,3 +69,16 @@ def test_out_names_the_results_file(repo_root, tmp_path):
     stats = json.loads(out.read_text())
     assert f"trainable_params={stats['trainable_params']}" in proc.stdout.splitlines()
     assert stats["command"] == "python -m benchmark.model_stats --config demo"
+
+
+def test_a_missing_run_file_is_one_line(tmp_path, capsys):
+    code, err = failure("ssd.plots", [str(tmp_path)], capsys)  # an empty run directory
+    assert code == 1
+    assert err == f"ssd.plots: [Errno 2] No such file or directory: '{tmp_path / 'config.json'}'\n"
+
+
+def test_an_unknown_gpu_peak_is_a_value_error():
+    from benchmark.train_throughput import peak_tflops
+
+    with pytest.raises(ValueError, match=r"^no peak known for 'NVIDIA Z9' in float32: pass --peak-tflops$"):
+        peak_tflops("NVIDIA Z9", "float32")
