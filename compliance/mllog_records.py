@@ -14,7 +14,7 @@ import json
 from ssd import cli
 
 PREFIX = ":::MLLOG "
-# The hyperparameter keys every ssd-large log carries once, during init (design.md, in its order).
+# The hyperparameter keys every ssd-large log carries once, during init (docs/reference.md, in its order).
 HYPERPARAMETERS = ("seed", "global_batch_size", "gradient_accumulation_steps", "opt_name", "opt_base_learning_rate",
                    "opt_weight_decay", "opt_learning_rate_warmup_steps", "opt_learning_rate_warmup_factor",
                    "opt_learning_rate_decay_boundary_epochs", "max_samples", "model_bn_span", "train_samples",

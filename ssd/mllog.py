@@ -20,7 +20,7 @@
 Start/stop pairs are context managers, so a stop is written on an early return or an exception too,
 and a run that leaves its block without `run.success()` ends with `run_stop` status `aborted`.
 Each line carries the file and line of the code that called this module (not of this module),
-relative to the repository root. The key order is design.md's; compliance/*.yaml checks it.
+relative to the repository root. The key order is docs/reference.md's; compliance/*.yaml checks it.
 """
 
 from __future__ import annotations
@@ -158,7 +158,7 @@ class MLLogger:
 
     def hyperparameters(self, cfg, *, seed: int, global_batch: int, train_samples: int,
                         eval_samples: int) -> None:
-        """Every hyperparameter key of design.md once, from cfg and the run's resolved values.
+        """Every hyperparameter key of docs/reference.md once, from cfg and the run's resolved values.
 
         seed: the seed this run uses (fresh per run unless cfg.train.seed fixes it). global_batch:
         images per step over all ranks. The base LR logged is the scaled one the optimizer uses

@@ -35,7 +35,7 @@ def test_counts_and_first_boxes_at_1200():
     assert anchors.boxes_per_location(cfg) == [4, 6, 6, 6, 4, 4]
     boxes = anchors.default_boxes(cfg)
     assert boxes.shape == (15130, 4) and boxes.dtype == np.float32
-    # design.md: x varies fastest; the first two boxes of the 50x50 map, size 21/300.
+    # docs/reference.md: x varies fastest; the first two boxes of the 50x50 map, size 21/300.
     np.testing.assert_allclose(boxes[0], [0.01, 0.01, 0.07, 0.07], atol=1e-7)
     np.testing.assert_allclose(boxes[1], [0.03, 0.01, 0.07, 0.07], atol=1e-7)
     assert len(anchors.default_boxes(_model_cfg("demo"))) == 8732

@@ -10,7 +10,7 @@ from ssd.config import load_config
 from ssd.mllog import MLLogger
 
 PREFIX = ":::MLLOG "
-HYPERPARAMETERS = [  # design.md's order
+HYPERPARAMETERS = [  # docs/reference.md's order
     "seed", "global_batch_size", "gradient_accumulation_steps", "opt_name", "opt_base_learning_rate",
     "opt_weight_decay", "opt_learning_rate_warmup_steps", "opt_learning_rate_warmup_factor",
     "opt_learning_rate_decay_boundary_epochs", "max_samples", "model_bn_span", "train_samples", "eval_samples",

@@ -1,4 +1,4 @@
-"""SSD-ResNet34: the trunk, five extra layers and six 3x3 heads (design.md, mlcommons `ssd_r34.py`).
+"""SSD-ResNet34: the trunk, five extra layers and six 3x3 heads (docs/reference.md, mlcommons `ssd_r34.py`).
 
 Extra layers: 1x1 conv + ReLU + 3x3 conv + ReLU, with bias, no BN (channels and pads: ssd.architecture).
 Layers carry the reference's module names, so its weights import by name (ssd.import_weights).
