@@ -145,6 +145,10 @@ if [[ -n "${REHEARSAL_DIR:-}" ]]; then
   # images (the val split made from the same image set), so the network can memorise them.
   [[ -z "${COCO_DIR:-}" ]] || die "set COCO_DIR or REHEARSAL_DIR, not both"
   DATA_DIR=${DATA_DIR:-data/rehearsal/tfrecords}
+  if [[ ! -f "$DATA_DIR/val/manifest.json" && ! -f "$REHEARSAL_DIR/annotations/instances_train2017.json" \
+        && -n "${REHEARSAL_DOWNLOAD:-}" ]]; then
+    run ssd/data/download_coco.sh "$REHEARSAL_DIR" "$REHEARSAL_DOWNLOAD"
+  fi
   if [[ ! -f "$DATA_DIR/val/manifest.json" && ! -f "$REHEARSAL_DIR/annotations/instances_train2017.json" ]]; then
     die "$REHEARSAL_DIR/annotations/instances_train2017.json is missing: REHEARSAL_DIR holds train2017/ and annotations/"
   fi

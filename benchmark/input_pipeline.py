@@ -3,7 +3,8 @@
     python -m benchmark.input_pipeline [--images 1000] [--cores 1] [--out FILE] [--config ssd_large]
         [train.batch_size=8] [data.data_dir=DIR] [key=value ...]
 
-Converts coco128 (../shared/data/coco128, real COCO JPEGs) to TFRecords in a temporary directory
+Converts coco128 (real COCO JPEGs in data/coco128, from `ssd/data/download_coco.sh data/coco128 coco128`,
+or $SSD_COCO128) to TFRecords in a temporary directory
 (or, given data.data_dir=DIR, reads DIR/train from `python -m ssd.data.prepare`), then times, at the
 config (default ssd_large: 1200x1200, 15130 default boxes; batch 8 unless overridden), on `--cores`
 threads (tf.data private thread pool, one op thread):
@@ -36,7 +37,7 @@ from ssd import cli, config
 from ssd.anchors import default_boxes
 from ssd.data import augment, pipeline, prepare, records
 
-COCO128 = os.environ.get("SSD_COCO128", os.path.join(os.path.dirname(ROOT), "shared", "data", "coco128"))
+COCO128 = os.environ.get("SSD_COCO128", os.path.join(ROOT, "data", "coco128"))
 
 
 def _limit(ds: tf.data.Dataset, cores: int) -> tf.data.Dataset:

@@ -4,6 +4,7 @@ import hashlib
 import http.server
 import io
 import os
+import shutil
 import subprocess
 import threading
 import zipfile
@@ -112,3 +113,48 @@ def test_download_stops_on_checksum_mismatch(server, tmp_path):
 def test_download_rejects_an_unknown_item(server, tmp_path):
     proc = _run(server, tmp_path, ["train2018"])
     assert proc.returncode == 2 and "unknown item train2018" in proc.stderr
+
+
+@pytest.fixture
+def coco128_mirror(tmp_path, coco128):
+    """A local mirror of the COCO128 repository's files, made from the coco128 excerpt, on 127.0.0.1."""
+    root = tmp_path / "coco128-mirror"
+    shutil.copytree(coco128 / "annotations", root / "annotations")
+    shutil.copytree(coco128 / "train2017", root / "train2017")
+    httpd = http.server.ThreadingHTTPServer(("127.0.0.1", 0), _RangeHandler)
+    httpd.root, httpd.ranges = str(root), []
+    threading.Thread(target=httpd.serve_forever, daemon=True).start()
+    yield f"http://127.0.0.1:{httpd.server_address[1]}", root
+    httpd.shutdown()
+
+
+def _coco128(mirror, dest):
+    env = dict(os.environ, COCO128_MIRROR=mirror)
+    return subprocess.run(["bash", str(SCRIPT), str(dest), "coco128"], env=env, capture_output=True, text=True,
+                          timeout=120)
+
+
+def test_coco128_download_is_byte_identical_and_checked(coco128_mirror, coco128, tmp_path):
+    url, _ = coco128_mirror
+    proc = _coco128(url, tmp_path / "c128")
+    assert proc.returncode == 0, proc.stderr
+    assert "129 of 129 files downloaded" in proc.stdout
+    for sub in ("annotations", "train2017"):
+        for served in (coco128 / sub).iterdir():
+            assert (tmp_path / "c128" / sub / served.name).read_bytes() == served.read_bytes(), served.name
+    assert not list((tmp_path / "c128").rglob("*.part"))
+    again = _coco128(url, tmp_path / "c128")
+    assert again.returncode == 0 and "0 of 129 files downloaded" in again.stdout
+
+
+def test_coco128_download_stops_on_a_changed_file(coco128_mirror, tmp_path):
+    url, root = coco128_mirror
+    image = root / "train2017" / "000000000009.jpg"
+    data = bytearray(image.read_bytes())
+    data[1000] ^= 0xFF
+    image.write_bytes(bytes(data))
+    proc = _coco128(url, tmp_path / "c128")
+    assert proc.returncode == 1
+    assert "checksum mismatch for train2017/000000000009.jpg" in proc.stderr
+    assert (tmp_path / "c128" / "train2017" / "000000000009.jpg.bad").is_file()
+    assert not (tmp_path / "c128" / "train2017" / "000000000009.jpg").exists()

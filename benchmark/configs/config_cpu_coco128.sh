@@ -18,7 +18,13 @@ LAUNCHER=${LAUNCHER:-horovodrun}          # single | horovodrun | mpirun
 LAUNCHER_FLAGS=${LAUNCHER_FLAGS:---gloo}
 HOSTS=${HOSTS:-localhost:2}
 SETUP_FLAGS=${SETUP_FLAGS:-}
-REHEARSAL_DIR=${REHEARSAL_DIR:-${SSD_COCO128:-../shared/data/coco128}}  # train2017/, annotations/
+# REHEARSAL_DIR holds train2017/ and annotations/. When it is not given, coco128 is fetched on first use
+# into data/coco128 (ssd/data/download_coco.sh data/coco128 coco128, checksummed).
+if [[ -z "${REHEARSAL_DIR:-}" ]]; then
+  REHEARSAL_DIR=data/coco128
+  # shellcheck disable=SC2034  # read by run_and_time.sh
+  REHEARSAL_DOWNLOAD=coco128
+fi
 DATA_DIR=${DATA_DIR:-data/coco128/tfrecords}  # prepared from REHEARSAL_DIR when missing
 LOG_DIR=${LOG_DIR:-runs}
 SUBMISSION_ORG=${SUBMISSION_ORG:-reference}
