@@ -1,9 +1,9 @@
 """Assigns ground-truth boxes to default boxes (the SSD matching rule), per image, in the graph.
 
-As the reference's `Encoder.encode`: a default box is positive at IoU >= 0.5 with its best box, and
+As the reference's `Encoder.encode` (mlcommons/training retired_benchmarks/ssd-v1/ssd/utils.py): a
+default box is positive at IoU > 0.5 (strictly: `best_dbox_ious > criteria`) with its best box, and
 each box's best default box is forced positive (the reference sets its IoU to 2.0), the later box
-winning one forced twice. The reference keeps IoU > 0.5; this uses >= 0.5 (design.md), which differs
-only at exactly 0.5. Crowd boxes (gt_crowd) neither match nor force.
+winning one forced twice. Crowd boxes (gt_crowd) neither match nor force.
 """
 
 import tensorflow as tf
@@ -20,7 +20,7 @@ def match(gt_boxes, gt_classes, gt_crowd, anchors, variances, iou_threshold=0.5)
       gt_crowd: [m] bool, True for crowd boxes.
       anchors: [n, 4] float32 default boxes cxcywh.
       variances: (center, size), e.g. (0.1, 0.2).
-      iou_threshold: the IoU from which a default box is positive.
+      iou_threshold: the IoU above which (strictly) a default box is positive.
 
     Returns:
       loc_targets: [n, 4] float32 encoded offsets of the assigned box (zeros for background).
@@ -47,7 +47,7 @@ def match(gt_boxes, gt_classes, gt_crowd, anchors, variances, iou_threshold=0.5)
     is_forced = forced_gt >= 0
 
     assigned = tf.where(is_forced, forced_gt, best_gt)
-    positive = tf.logical_or(is_forced, best_iou >= iou_threshold)
+    positive = tf.logical_or(is_forced, best_iou > iou_threshold)
     classes_s = tf.concat([gt_classes, [0]], axis=0)
     cls_targets = tf.where(positive, tf.gather(classes_s, assigned), 0)
 

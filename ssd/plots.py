@@ -80,11 +80,12 @@ def _val_images(val_dir: str, count: int) -> list[tuple[int, np.ndarray]]:
 
     from ssd.data import records
     from ssd.data.manifest import read_manifest
+    from ssd.data.pipeline import decode_image
 
     out = []
     for serialized in tf.data.TFRecordDataset(read_manifest(val_dir)["paths"]).take(count):
         parsed = records.parse(serialized)
-        out.append((int(parsed["image_id"]), tf.io.decode_jpeg(parsed["jpeg"], channels=3).numpy()))
+        out.append((int(parsed["image_id"]), decode_image(parsed["jpeg"]).numpy()))
     return out
 
 

@@ -1,12 +1,14 @@
-"""The learning-rate schedule: the MLPerf SSD warmup rule, then x decay_factor at boundary epochs.
+"""The learning-rate schedule of the MLPerf SSD reference: its warmup rule, then x decay_factor at boundary epochs.
 
-    lr(step) = base_lr x warmup(step) x decay_factor ** (number of boundaries <= step)
-    warmup(step) = 1 - (warmup_steps - step) / (warmup_steps x 2**k) below warmup_steps, else 1
+    lr(step) = base x decay_factor ** (number of boundaries <= step), and while step < ramp_end
+    lr(step) - (warmup_steps - min(step, warmup_steps - 1)) x lr(step) / (warmup_steps x 2**k)
 
-k = train.warmup_factor, as the reference's `lr_warmup` (mlcommons/training retired_benchmarks/
-ssd-v1/ssd/train.py). `step` counts the updates already applied (the first uses base_lr x (1 - 2**-k)).
-From warmup_steps on this gives base_lr, where the reference stays at its last warmup value until
-the first boundary. Boundary epoch e is step e x steps_per_epoch, the first step of epoch e + 1.
+k = train.warmup_factor, ramp_end = the first boundary >= warmup_steps (none: never). This is the
+reference (mlcommons/training retired_benchmarks/ssd-v1/ssd/train.py): `lr_warmup` sets the rate
+only for iterations below warmup_steps, so its last warmup value lr x (1 - 1 / (warmup_steps x 2**k))
+stays in force until the next decay sets the decayed base; a decay inside the warmup becomes the
+ramp's base. `step` counts the updates already applied (the first uses base x (1 - 2**-k)).
+Boundary epoch e is step e x steps_per_epoch, the first step of epoch e + 1.
 """
 
 import tensorflow as tf
@@ -29,11 +31,14 @@ class WarmupStepDecay(tf_keras.optimizers.schedules.LearningRateSchedule):
     def __call__(self, step):
         step = tf.cast(step, tf.float64)
         lr = tf.constant(self.base_lr, tf.float64)
-        if self.warmup_steps > 0:
-            ramp = 1.0 - (self.warmup_steps - step) / (self.warmup_steps * 2.0 ** self.warmup_factor)
-            lr = tf.where(step < self.warmup_steps, lr * ramp, lr)
         for boundary in self.boundaries:
             lr = tf.where(step >= boundary, lr * self.decay_factor, lr)
+        wb = self.warmup_steps
+        if wb > 0:
+            # The reference's expression, so the float64 rounding is its own too.
+            ramped = lr - (wb - tf.minimum(step, wb - 1)) * (lr / (wb * 2 ** self.warmup_factor))
+            ramp_end = min([b for b in self.boundaries if b >= wb], default=None)
+            lr = ramped if ramp_end is None else tf.where(step < ramp_end, ramped, lr)
         return tf.cast(lr, tf.float32)
 
     def get_config(self) -> dict:
@@ -43,8 +48,9 @@ class WarmupStepDecay(tf_keras.optimizers.schedules.LearningRateSchedule):
 
 
 def scaled_base_lr(train_cfg, global_batch: int) -> float:
-    """train.base_lr x global_batch / train.lr_reference_batch (the MLPerf linear scaling rule)."""
-    return train_cfg.base_lr * global_batch / train_cfg.lr_reference_batch
+    """train.base_lr x (global_batch / train.lr_reference_batch): the MLPerf linear scaling rule, in the
+    reference's order of operations (train.py: args.lr * (global_batch_size / 32))."""
+    return train_cfg.base_lr * (global_batch / train_cfg.lr_reference_batch)
 
 
 def from_config(train_cfg, global_batch: int, steps_per_epoch: int) -> WarmupStepDecay:

@@ -21,18 +21,73 @@ def _seed(i):
 
 def test_crop_window_and_crop_boxes_by_hand():
     # A 100 x 200 (h x w) image; the crop is x 0.25..0.75, y 0.5..1.0 -> 50 rows from 50, 100 columns from 50.
-    window = augment.crop_window(tf.constant([0.25, 0.5, 0.75, 1.0]), tf.constant(100), tf.constant(200))
+    crop = tf.constant([0.25, 0.5, 0.75, 1.0])
+    window = augment.crop_window(crop, tf.constant(100), tf.constant(200))
     assert window.numpy().tolist() == [50, 50, 50, 100]
     boxes = tf.constant([[0.3, 0.6, 0.5, 0.8],    # inside: (60..100, 60..80) px -> (0.1..0.5, 0.2..0.6)
                          [0.1, 0.55, 0.2, 0.65],  # centre x 0.15 left of the crop: dropped
                          [0.6, 0.9, 0.8, 1.0]])   # centre x 0.7 inside, clipped at x = 0.75
-    out, labels, crowd = augment.crop_boxes(boxes, tf.constant([1, 2, 3]), tf.constant([False, False, True]),
-                                            window, tf.constant(100), tf.constant(200))
+    out, labels, crowd = augment.crop_boxes(boxes, tf.constant([1, 2, 3]), tf.constant([False, False, True]), crop)
     np.testing.assert_allclose(out.numpy(), [[0.1, 0.2, 0.5, 0.6], [0.7, 0.8, 1.0, 1.0]], atol=1e-6)
     assert labels.numpy().tolist() == [1, 3] and crowd.numpy().tolist() == [False, True]
+    # Edges are truncated, as the reference's int(): x 0.2 .. 0.7749 of 10 px -> columns 2 .. 7.
+    window = augment.crop_window(tf.constant([0.2, 0.0, 0.7749, 1.0]), tf.constant(10), tf.constant(10))
+    assert window.numpy().tolist() == [0, 2, 10, 5]
     # A degenerate crop still gives a 1x1 window inside the image.
     window = augment.crop_window(tf.constant([1.0, 1.0, 1.0, 1.0]), tf.constant(10), tf.constant(10))
     assert window.numpy().tolist() == [9, 9, 1, 1]
+
+
+def reference_crop_boxes(boxes: np.ndarray, crop, wtot: int, htot: int):
+    """The accepted-crop block of SSDCropping.__call__ (mlcommons/training
+    retired_benchmarks/ssd-v1/ssd/utils.py), transcribed: boxes [m, 4] normalised xyxy -> (kept boxes
+    renormalised to the crop, the kept mask, the pixel crop (left, top, right, bottom) given to PIL)."""
+    left, top, right, bottom = (float(v) for v in crop)
+    w, h = right - left, bottom - top
+    bboxes = boxes.astype(np.float64).copy()
+    xc = 0.5 * (bboxes[:, 0] + bboxes[:, 2])
+    yc = 0.5 * (bboxes[:, 1] + bboxes[:, 3])
+    masks = (xc > left) & (xc < right) & (yc > top) & (yc < bottom)
+    bboxes[bboxes[:, 0] < left, 0] = left
+    bboxes[bboxes[:, 1] < top, 1] = top
+    bboxes[bboxes[:, 2] > right, 2] = right
+    bboxes[bboxes[:, 3] > bottom, 3] = bottom
+    bboxes = bboxes[masks, :]
+    pixel_crop = (int(left * wtot), int(top * htot), int(right * wtot), int(bottom * htot))
+    bboxes[:, 0] = (bboxes[:, 0] - left) / w
+    bboxes[:, 1] = (bboxes[:, 1] - top) / h
+    bboxes[:, 2] = (bboxes[:, 2] - left) / w
+    bboxes[:, 3] = (bboxes[:, 3] - top) / h
+    return bboxes, masks, pixel_crop
+
+
+def test_crop_keeps_the_reference_boxes_on_coco128(coco128):
+    """Every crop that sample_crop accepts on coco128's boxes keeps exactly the boxes, coordinates and
+    pixel window of the reference's code for the same crop, and so never keeps no box."""
+    data = json.loads((coco128 / "annotations" / "instances_train2017.json").read_text())
+    sizes = {im["id"]: (im["width"], im["height"]) for im in data["images"]}
+    per_image = {}
+    for a in data["annotations"]:
+        x, y, w, h = a["bbox"]
+        W, H = sizes[a["image_id"]]
+        per_image.setdefault(a["image_id"], []).append([x / W, y / H, (x + w) / W, (y + h) / H])
+    kept_counts, cropped = [], 0
+    for k, (image_id, rows) in enumerate(sorted(per_image.items())):
+        boxes = tf.constant(rows, tf.float32)
+        W, H = sizes[image_id]
+        for draw in range(12):
+            crop, _ = augment.sample_crop(boxes, tf.constant([k, draw], tf.int64))
+            if crop.numpy().tolist() == [0.0, 0.0, 1.0, 1.0]:
+                continue
+            cropped += 1
+            out, labels, _ = augment.crop_boxes(boxes, tf.range(len(rows)), tf.zeros(len(rows), tf.bool), crop)
+            want, mask, (left, top, right, bottom) = reference_crop_boxes(boxes.numpy(), crop.numpy(), W, H)
+            assert labels.numpy().tolist() == np.flatnonzero(mask).tolist(), (image_id, crop.numpy())
+            np.testing.assert_allclose(out.numpy(), want, atol=2e-6)
+            window = augment.crop_window(crop, tf.constant(H), tf.constant(W)).numpy().tolist()
+            assert window == [top, left, bottom - top, right - left], (image_id, crop.numpy())
+            kept_counts.append(len(want))
+    assert cropped > 300 and min(kept_counts) >= 1
 
 
 def test_sample_crop_meets_its_constraints():
@@ -218,13 +273,17 @@ def _marked_record(jpeg_image: Image.Image, box_px, image_id=1):
 def _check_box_found_again(parsed, cfg, seeds):
     mean, std = np.array(cfg.data.mean), np.array(cfg.data.std)
     size = cfg.model.image_size
+    # 3 px for the resize's blur, plus one source pixel at the largest magnification: as the reference,
+    # the boxes follow the sampled crop while the pixels follow its edges truncated to whole pixels,
+    # and a crop spans at least 0.3 of the image.
+    atol = 3.0 + size / (0.3 * min(int(parsed["width"]), int(parsed["height"])))
     crops = 0
     for i in seeds:
         image, boxes, labels, _ = pipeline.train_example(cfg, None, parsed, _seed(i), encode=False)
         pixels = (image.numpy() * std + mean) * 255.0
         assert boxes.shape[0] == 1, "the only box's centre is inside every crop the sampler accepts"
         found = _find_box(pixels, np.array([255.0, 0.0, 255.0]))
-        np.testing.assert_allclose(found, boxes.numpy()[0] * size, atol=3.0)
+        np.testing.assert_allclose(found, boxes.numpy()[0] * size, atol=atol)
         crops += not np.allclose(boxes.numpy()[0], parsed["boxes"].numpy()[0], atol=1e-3)
     return crops
 

@@ -1,9 +1,11 @@
-"""Matching on four default boxes (the quadrants of the image), answers worked by hand."""
+"""Matching on four default boxes (the quadrants of the image), answers worked by hand, and on random
+boxes against the reference's `Encoder.encode` (mlcommons/training retired_benchmarks/ssd-v1/ssd/utils.py)."""
 
 import math
 
 import numpy as np
 
+import reference_ssd
 import ssd  # noqa: F401
 import tensorflow as tf
 
@@ -33,10 +35,15 @@ def test_threshold_and_forced_best_box():
     np.testing.assert_array_equal(loc[1:3], 0)
 
 
-def test_iou_of_exactly_the_threshold_is_positive():
-    # The top half: IoU 0.25 / 0.5 = 0.5 with A0 and with A1 (the forced one is A0, the first best).
+def test_iou_of_exactly_the_threshold_is_negative_unless_forced():
+    # The reference keeps IoU > 0.5. The top half: IoU 0.25 / 0.5 = 0.5 (exact in float32) with A0
+    # and with A1; A0, the first best, is forced, A1 is not.
     _, cls = _match([[0, 0, 1, 0.5]], [5])
-    np.testing.assert_array_equal(cls, [5, 5, 0, 0])
+    np.testing.assert_array_equal(cls, [5, 0, 0, 0])
+    # A default box half the area of the box, inside it: IoU 0.125 / 0.25 = 0.5; A0 is the forced one.
+    anchors = np.array([[0.25, 0.25, 0.5, 0.5], [0.125, 0.25, 0.25, 0.5]], np.float32)
+    _, cls = _match([[0, 0, 0.5, 0.5]], [5], anchors=anchors)
+    np.testing.assert_array_equal(cls, [5, 0])
 
 
 def test_forced_match_overrides_a_better_threshold_match():
@@ -86,3 +93,37 @@ def test_runs_inside_a_tf_data_map_with_any_number_of_boxes():
         eager_loc, eager_cls = _match(boxes, classes)
         np.testing.assert_array_equal(cls.numpy(), eager_cls)
         np.testing.assert_allclose(loc.numpy(), eager_loc, atol=1e-6)
+
+
+def reference_encode_labels(bboxes_in: np.ndarray, labels_in: np.ndarray, dboxes: np.ndarray, criteria=0.5):
+    """utils.py Encoder.encode's labels_out, torch replaced by numpy: bboxes_in [m,4], dboxes [n,4] ltrb."""
+    ious = reference_ssd.calc_iou_tensor(bboxes_in, dboxes)
+    best_dbox_ious, best_dbox_idx = ious.max(axis=0), ious.argmax(axis=0)
+    best_bbox_idx = ious.argmax(axis=1)
+    best_dbox_ious[best_bbox_idx] = 2.0  # index_fill_(0, best_bbox_idx, 2.0)
+    for idx in range(len(best_bbox_idx)):  # best_dbox_idx[best_bbox_idx[idx]] = idx
+        best_dbox_idx[best_bbox_idx[idx]] = idx
+    masks = best_dbox_ious > criteria
+    labels_out = np.zeros(len(dboxes), np.int64)
+    labels_out[masks] = labels_in[best_dbox_idx[masks]]
+    return labels_out
+
+
+def test_labels_are_the_reference_encode_on_random_boxes():
+    rng = np.random.default_rng(0)
+    centre = rng.uniform(0.05, 0.95, [1000, 2])
+    size = rng.uniform(0.05, 0.6, [1000, 2])
+    anchors = np.concatenate([centre, size], axis=1).astype(np.float32)
+    dboxes = np.concatenate([anchors[:, :2] - anchors[:, 2:] / 2, anchors[:, :2] + anchors[:, 2:] / 2], axis=1)
+    positives, num_boxes = 0, 0
+    for m in (1, 2, 5, 20):
+        for _ in range(5):
+            lt = rng.uniform(0, 0.8, [m, 2])
+            boxes = np.concatenate([lt, lt + rng.uniform(0.02, 1, [m, 2]) * (1 - lt)], axis=1).astype(np.float32)
+            labels = rng.integers(1, 81, m).astype(np.int32)
+            _, cls = _match(boxes, labels, anchors=anchors)
+            want = reference_encode_labels(boxes, labels, dboxes)
+            np.testing.assert_array_equal(cls, want)
+            positives += int((want > 0).sum())
+            num_boxes += m
+    assert positives > 2 * num_boxes  # threshold matches, not only the forced ones (at most one a box)

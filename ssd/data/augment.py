@@ -75,9 +75,10 @@ def sample_crop(boxes: tf.Tensor, seed: tf.Tensor, max_trials: int = 1,
 
 def crop_window(crop: tf.Tensor, height: tf.Tensor, width: tf.Tensor) -> tf.Tensor:
     """A normalised xyxy crop -> the pixel window [4] int32 (top, left, crop_height, crop_width),
-    at least 1x1 and inside the height x width image, as tf.io.decode_and_crop_jpeg takes it."""
+    at least 1x1 and inside the height x width image, as tf.io.decode_and_crop_jpeg takes it. Each
+    edge is truncated to a whole pixel, as the reference's `int(left * wtot)` ... `int(bottom * htot)`."""
     size = tf.cast(tf.stack([width, height, width, height]), tf.float32)
-    x1, y1, x2, y2 = tf.unstack(tf.cast(tf.round(crop * size), tf.int32))
+    x1, y1, x2, y2 = tf.unstack(tf.cast(tf.floor(crop * size), tf.int32))
     x1 = tf.clip_by_value(x1, 0, width - 1)
     y1 = tf.clip_by_value(y1, 0, height - 1)
     x2 = tf.clip_by_value(x2, x1 + 1, width)
@@ -85,21 +86,19 @@ def crop_window(crop: tf.Tensor, height: tf.Tensor, width: tf.Tensor) -> tf.Tens
     return tf.stack([y1, x1, y2 - y1, x2 - x1])
 
 
-def crop_boxes(boxes: tf.Tensor, labels: tf.Tensor, crowd: tf.Tensor, window: tf.Tensor, height: tf.Tensor,
-               width: tf.Tensor) -> tuple[tf.Tensor, tf.Tensor, tf.Tensor]:
-    """Boxes of the height x width image -> boxes of its pixel `window` (from crop_window).
+def crop_boxes(boxes: tf.Tensor, labels: tf.Tensor, crowd: tf.Tensor,
+               crop: tf.Tensor) -> tuple[tf.Tensor, tf.Tensor, tf.Tensor]:
+    """Normalised xyxy boxes [m, 4] of the image -> boxes of the normalised xyxy `crop` [4].
 
-    Keeps the boxes whose centre lies strictly inside the window (as SSD does), clips them to it
-    and renormalises them to it; labels [m] and crowd [m] follow the boxes.
+    As the reference (SSDCropping): keeps the boxes whose centre lies strictly inside the crop as
+    sampled, not as rounded to pixels by crop_window (so a crop from sample_crop keeps at least one
+    box), clips them to it and renormalises them to it; labels [m] and crowd [m] follow the boxes.
     """
-    size = tf.cast(tf.stack([width, height, width, height]), tf.float32)
-    top, left, h, w = tf.unstack(tf.cast(window, tf.float32))
-    offset = tf.stack([left, top, left, top])
-    extent = tf.stack([w, h, w, h])
-    pixels = boxes * size - offset
-    centres = (pixels[:, :2] + pixels[:, 2:]) / 2
-    keep = tf.reduce_all((centres > 0.0) & (centres < extent[:2]), axis=1)
-    cropped = tf.clip_by_value(pixels / extent, 0.0, 1.0)
+    left_top = tf.tile(crop[:2], [2])
+    extent = tf.tile(crop[2:] - crop[:2], [2])
+    centres = (boxes[:, :2] + boxes[:, 2:]) / 2
+    keep = tf.reduce_all((centres > crop[:2]) & (centres < crop[2:]), axis=1)
+    cropped = tf.clip_by_value((boxes - left_top) / extent, 0.0, 1.0)
     return tf.boolean_mask(cropped, keep), tf.boolean_mask(labels, keep), tf.boolean_mask(crowd, keep)
 
 

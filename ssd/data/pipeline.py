@@ -22,11 +22,11 @@ Training, one epoch per call of `train_dataset(cfg, anchors, rank, num_ranks, se
   epochs only gather from memory. The records' order, ranks and seeds are those of the uncached
   pipeline (its stream carries record ids in place of records), so the examples are the same.
 - Per example, as the reference's SSDTransformer (ssd/data/augment.py): decode only the window of
-  the reference's crop sampler (tf.io.decode_and_crop_jpeg, 3 channels), crop the boxes, random
-  horizontal flip, bilinear resize to model.image_size and torchvision's colour jitter (its four
-  operations in a random order), normalisation, then targets by ssd.matching.match onto the
-  default boxes. Jitter and normalisation run at the smaller of the crop and the output
-  (colour_and_resize).
+  the reference's crop sampler (tf.io.decode_and_crop_jpeg, 3 channels, the pixels of PIL's decode
+  as in decode_image), crop the boxes, random horizontal flip, bilinear resize to model.image_size
+  and torchvision's colour jitter (its four operations in a random order), normalisation, then
+  targets by ssd.matching.match onto the default boxes. Jitter and normalisation run at the
+  smaller of the crop and the output (colour_and_resize).
 
 Evaluation (`eval_dataset`): every record of the val split decoded, resized and normalised (no
 augmentation; the normalisation, too, at the smaller resolution), in the
@@ -66,12 +66,22 @@ def _normalisation(cfg) -> tuple[tf.Tensor, tf.Tensor]:
     return tf.constant(1.0 / (255.0 * std)), tf.constant(-mean / std)
 
 
+# libjpeg's accurate integer IDCT, PIL's (the reference decodes with PIL): the same pixels.
+DCT_METHOD = "INTEGER_ACCURATE"
+
+
+def decode_image(jpeg: tf.Tensor) -> tf.Tensor:
+    """JPEG bytes (scalar string) -> uint8 [h,w,3], the pixels of PIL's Image.open(f).convert("RGB")."""
+    return tf.io.decode_jpeg(jpeg, channels=3, dct_method=DCT_METHOD)
+
+
 def decode_window(parsed: dict, window: tf.Tensor) -> tf.Tensor:
     """The pixel window [4] int32 (top, left, height, width) of a record's image, uint8 [h,w,3]:
-    decoded from parsed["jpeg"] (only the window), or sliced from parsed["image"] (data.cache)."""
+    decoded from parsed["jpeg"] (only the window), or sliced from parsed["image"] (data.cache);
+    either is the window of decode_image."""
     if "image" in parsed:
         return tf.slice(parsed["image"], tf.stack([window[0], window[1], 0]), tf.stack([window[2], window[3], 3]))
-    return tf.io.decode_and_crop_jpeg(parsed["jpeg"], window, channels=3)
+    return tf.io.decode_and_crop_jpeg(parsed["jpeg"], window, channels=3, dct_method=DCT_METHOD)
 
 
 def train_example(cfg, anchors: tf.Tensor, parsed: dict, seed: tf.Tensor, encode: bool = True):
@@ -92,10 +102,10 @@ def train_example(cfg, anchors: tf.Tensor, parsed: dict, seed: tf.Tensor, encode
         crop, _ = augment.sample_crop(tf.boolean_mask(boxes, tf.logical_not(crowd)), crop_seed, d.crop_max_trials)
         window = augment.crop_window(crop, height, width)
         image = decode_window(parsed, window)
-        boxes, labels, crowd = augment.crop_boxes(boxes, labels, crowd, window, height, width)
+        boxes, labels, crowd = augment.crop_boxes(boxes, labels, crowd, crop)
         image, boxes = augment.random_flip(image, boxes, flip_seed)
     else:
-        image = tf.io.decode_jpeg(parsed["jpeg"], channels=3)
+        image = decode_image(parsed["jpeg"])
     pixels = tf.cast(image, tf.float32)  # tf.image.resize is faster on float32 than on uint8 input
     scale, bias = _normalisation(cfg)
     if d.augment:
@@ -211,7 +221,7 @@ def cached_split(cfg, anchors) -> dict:
     if cfg.data.augment:
         def decoded(serialized):
             parsed = records.parse(serialized)
-            pixels = tf.reshape(tf.io.decode_jpeg(parsed.pop("jpeg"), channels=3), [-1])
+            pixels = tf.reshape(decode_image(parsed.pop("jpeg")), [-1])
             return {"pixels": pixels, **parsed}
 
         split = ds.map(decoded, num_parallel_calls=tf.data.AUTOTUNE).ragged_batch(manifest["num_records"])
@@ -265,7 +275,7 @@ def train_dataset(cfg, anchors, rank: int, num_ranks: int, seed: int, epoch: int
 
 def eval_example(cfg, parsed: dict) -> dict:
     """One parsed record -> image [S,S,3] normalised, image_id int64, orig_size [2] int32 (h, w), valid."""
-    pixels = tf.cast(tf.io.decode_jpeg(parsed["jpeg"], channels=3), tf.float32)
+    pixels = tf.cast(decode_image(parsed["jpeg"]), tf.float32)
     scale, bias = _normalisation(cfg)
     image = colour_and_resize(pixels, cfg.model.image_size, lambda x: normalise(x, scale, bias))
     return {"image": image, "image_id": parsed["image_id"],
