@@ -47,16 +47,19 @@ def detector(model, cfg: config.Config, anchors):
 def saved_model_detector(path: str):
     """The `serving_default` signature of a SavedModel from `python -m ssd.export` as a detector.
 
-    Takes NHWC images (transposed for an NCHW export) and returns the ssd.postprocess dict
-    (`num`: the rows with a score > 0; the export's padding rows have score 0).
+    Takes NHWC images (transposed for an NCHW export) and returns the ssd.postprocess dict (boxes
+    back to xyxy from the export's (ymin, xmin, ymax, xmax); `num`: the rows with a score > 0; the
+    export's padding rows have score 0).
     """
+    from ssd.export import swap_xy
+
     signature = tf.saved_model.load(path).signatures["serving_default"]
     spec = signature.structured_input_signature[1]["image"]
     nchw = spec.shape[1] == 3
 
     def detect(images):
         out = signature(image=tf.transpose(images, [0, 3, 1, 2]) if nchw else images)
-        return {"boxes": out["detection_bboxes"], "scores": out["detection_scores"],
+        return {"boxes": swap_xy(out["detection_bboxes"]), "scores": out["detection_scores"],
                 "classes": out["detection_classes"],
                 "num": tf.reduce_sum(tf.cast(out["detection_scores"] > 0.0, tf.int32), axis=1)}
 

@@ -3,9 +3,11 @@
     python -m ssd.export --checkpoint DIR --out EXPORT_DIR [section.key=value ...]
 
 The model and the in-graph post-processing behind one input, `image`, with the MLPerf inference
-harness's output names; the frozen graph is the file that harness loads. The NCHW export builds the
-model channels_first, so its convolutions run in NCHW (the layout GPUs prefer). Files and outputs:
-docs/interfaces.md.
+harness's output names; the frozen graph is the file that harness loads. `detection_bboxes` is in the
+harness's box order, (ymin, xmin, ymax, xmax) normalised to the input (its PostProcessCocoTf reads
+boxes so), not the evaluator's xyxy: the same numbers, permuted, not clipped (the evaluator does not
+clip either). The NCHW export builds the model channels_first, so its convolutions run in NCHW (the
+layout GPUs prefer). Files and outputs: docs/interfaces.md.
 """
 
 from __future__ import annotations
@@ -23,6 +25,13 @@ from ssd.postprocess import postprocess
 
 OUTPUTS = ("detection_bboxes", "detection_scores", "detection_classes", "py_location_pred", "py_cls_pred")
 FORMATS = {"nhwc": "channels_last", "nchw": "channels_first"}
+YX_ORDER = (1, 0, 3, 2)  # xyxy -> (ymin, xmin, ymax, xmax), and back: the permutation is its own inverse
+
+
+def swap_xy(boxes):
+    """[..., 4] boxes xyxy -> (ymin, xmin, ymax, xmax), and (ymin, xmin, ymax, xmax) -> xyxy: the
+    export's `detection_bboxes` from ssd.postprocess boxes and back, exactly (a permutation)."""
+    return tf.gather(boxes, YX_ORDER, axis=-1)
 
 
 class InferenceModule(tf.Module):
@@ -40,7 +49,7 @@ class InferenceModule(tf.Module):
             loc, logits = self.model(images, training=False)
             det = postprocess(loc, logits, anchors, cfg)
             py_location_pred, py_cls_pred = reference_layout(loc, logits)
-            values = (det["boxes"], det["scores"], det["classes"], py_location_pred, py_cls_pred)
+            values = (swap_xy(det["boxes"]), det["scores"], det["classes"], py_location_pred, py_cls_pred)
             return {name: tf.identity(v, name=name) for name, v in zip(OUTPUTS, values)}
 
         self.serve = tf.function(serve, input_signature=[tf.TensorSpec(shape, tf.float32, name="image")])
