@@ -34,20 +34,21 @@ def head_weights(kernel, bias, map_index, nd, head):
     return kernel, bias
 
 
-def write_setup(root):
+def write_setup(root, overrides=(), ckpt_name="ckpt"):
     """(checkpoint dir, data dir) under root: generated val data and the checkpoint of the demo
-    model (300 px, 3 classes and background) with random weights and the heads of head_weights."""
+    model (300 px, 3 classes and background; `overrides` change it) with random weights and the
+    heads of head_weights."""
     synthetic.write_split(str(root / "coco"), "val2017", NUM_VAL, seed=0, workers=1)
     prepare.prepare(str(root / "coco" / "val2017"), str(root / "coco" / "annotations" / "instances_val2017.json"),
                     "val", str(root / "data" / "val"), num_shards=2)
-    cfg = config.load_config("demo", [f"data.data_dir={root / 'data'}", "eval.batch_size=4"])
+    cfg = config.load_config("demo", [f"data.data_dir={root / 'data'}", "eval.batch_size=4", *overrides])
     tf.random.set_seed(0)
     model = build_model(cfg.model)
     for i, nd in enumerate(boxes_per_location(cfg.model)):
         for head in ("loc", "conf"):
             layer = model.get_layer(f"{head}.{i}")
             layer.set_weights(head_weights(*layer.get_weights(), i, nd, head))
-    ckpt = root / "ckpt"
+    ckpt = root / ckpt_name
     tf.train.CheckpointManager(tf.train.Checkpoint(model=model), str(ckpt), max_to_keep=1).save()
     config.write_config(cfg, str(ckpt))
     return ckpt, root / "data"

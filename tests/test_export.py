@@ -10,12 +10,12 @@ import ssd  # noqa: F401
 import tensorflow as tf
 
 from ssd import config, export
-from ssd.anchors import boxes_per_location, default_boxes
+from ssd.anchors import default_boxes
 from ssd.checkpoint import restore_model
 from ssd.data import pipeline
 from ssd.evaluate import Evaluator, Inference, detector, saved_model_detector
-from ssd.model import build_model, reference_layout
-from test_evaluate import head_weights, write_setup
+from ssd.model import reference_layout
+from test_evaluate import write_setup
 
 
 @pytest.fixture(scope="module")
@@ -150,18 +150,7 @@ def harness_detections(outputs, image_ids, orig_sizes, category_ids) -> np.ndarr
 def _exported_1200(root):
     """exported's tuple for a 1200-px model: the ssd_large geometry (strides 3,3,2,2,2,2, 15130
     default boxes) at the demo's width 0.125 and 4 classes, on the same generated val data."""
-    _, data = write_setup(root)
-    cfg = config.load_config("demo", [f"data.data_dir={data}", "eval.batch_size=4", "model.image_size=1200",
-                                      "model.strides=3,3,2,2,2,2"])
-    tf.random.set_seed(0)
-    model = build_model(cfg.model)
-    for i, nd in enumerate(boxes_per_location(cfg.model)):
-        for head in ("loc", "conf"):
-            layer = model.get_layer(f"{head}.{i}")
-            layer.set_weights(head_weights(*layer.get_weights(), i, nd, head))
-    ckpt = root / "ckpt1200"
-    tf.train.CheckpointManager(tf.train.Checkpoint(model=model), str(ckpt), max_to_keep=1).save()
-    config.write_config(cfg, str(ckpt))
+    ckpt, data = write_setup(root, ["model.image_size=1200", "model.strides=3,3,2,2,2,2"], "ckpt1200")
     export.main(["--checkpoint", str(ckpt), "--out", str(root / "export"), f"data.data_dir={data}"])
     return config.read_config(str(root / "export" / "config.json")), ckpt, root / "export", None
 
