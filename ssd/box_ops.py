@@ -1,4 +1,4 @@
-"""Box geometry in TensorFlow: pairwise IoU and the corner <-> center-size conversions.
+"""Box geometry in TensorFlow: pairwise IoU, the corner <-> center-size conversions, and the xy swap.
 
 Corner form `xyxy` is (x1, y1, x2, y2) = (left, top, right, bottom); center-size form `cxcywh` is
 (center x, center y, width, height). Both in the same units (normalised to [0, 1] in this project).
@@ -17,6 +17,15 @@ def cxcywh_to_xyxy(boxes):
     """[..., 4] (cx, cy, w, h) -> [..., 4] (x1, y1, x2, y2)."""
     cx, cy, w, h = tf.unstack(boxes, 4, axis=-1)
     return tf.stack([cx - w * 0.5, cy - h * 0.5, cx + w * 0.5, cy + h * 0.5], axis=-1)
+
+
+YX_ORDER = (1, 0, 3, 2)  # xyxy -> (ymin, xmin, ymax, xmax), and back: the permutation is its own inverse
+
+
+def swap_xy(boxes):
+    """[..., 4] boxes xyxy -> (ymin, xmin, ymax, xmax), and (ymin, xmin, ymax, xmax) -> xyxy: the
+    export's `detection_bboxes` from ssd.postprocess boxes and back, exactly (a permutation)."""
+    return tf.gather(boxes, YX_ORDER, axis=-1)
 
 
 def iou(a, b):

@@ -20,6 +20,7 @@ import numpy as np
 import tensorflow as tf
 
 from ssd import cli, coco_eval, config, distributed
+from ssd.box_ops import swap_xy
 from ssd.data import pipeline
 from ssd.data.manifest import read_manifest
 from ssd.postprocess import postprocess
@@ -51,8 +52,6 @@ def saved_model_detector(path: str):
     back to xyxy from the export's (ymin, xmin, ymax, xmax); `num`: the rows with a score > 0; the
     export's padding rows have score 0).
     """
-    from ssd.export import swap_xy
-
     signature = tf.saved_model.load(path).signatures["serving_default"]
     spec = signature.structured_input_signature[1]["image"]
     nchw = spec.shape[1] == 3

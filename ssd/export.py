@@ -20,20 +20,12 @@ from tensorflow.python.framework.convert_to_constants import convert_variables_t
 
 from ssd import cli, config
 from ssd.anchors import default_boxes
+from ssd.box_ops import swap_xy
 from ssd.model import reference_layout
 from ssd.postprocess import postprocess
 
 OUTPUTS = ("detection_bboxes", "detection_scores", "detection_classes", "py_location_pred", "py_cls_pred")
 FORMATS = {"nhwc": "channels_last", "nchw": "channels_first"}
-YX_ORDER = (1, 0, 3, 2)  # xyxy -> (ymin, xmin, ymax, xmax), and back: the permutation is its own inverse
-
-
-def swap_xy(boxes):
-    """[..., 4] boxes xyxy -> (ymin, xmin, ymax, xmax), and (ymin, xmin, ymax, xmax) -> xyxy: the
-    export's `detection_bboxes` from ssd.postprocess boxes and back, exactly (a permutation)."""
-    return tf.gather(boxes, YX_ORDER, axis=-1)
-
-
 class InferenceModule(tf.Module):
     """The model and the post-processing behind one input signature: `serve(image)` -> OUTPUTS dict."""
 
